@@ -1,0 +1,1 @@
+def load_official_checkpoint(*a, **k): raise NotImplementedError
