@@ -1,1 +1,329 @@
-def load_official_checkpoint(*a, **k): raise NotImplementedError
+"""Loads the officially released MLP-Mixer checkpoints (.npz) into `MlpMixer`.
+
+The official files (google-research/vision_transformer, e.g. `imagenet21k/Mixer-B_16.npz`)
+are flat `.npz` archives whose keys are Flax parameter paths:
+
+    stem/kernel (p, p, 3, C)                stem/bias (C,)
+    MixerBlock_{i}/LayerNorm_{0,1}/{scale,bias}
+    MixerBlock_{i}/token_mixing/Dense_{0,1}/{kernel,bias}
+    MixerBlock_{i}/channel_mixing/Dense_{0,1}/{kernel,bias}
+    pre_head_layer_norm/{scale,bias}        head/{kernel,bias} (C, num_classes)
+
+Flax and Keras lay out Conv and Dense kernels the same way (HWIO, (in, out)), so loading
+is renaming: Keras 3 forbids "/" in layer names, and `official_to_keras` /
+`keras_to_official` are the one mapping between the two naming schemes.
+"""
+
+import os
+import re
+import zipfile
+
+import numpy as np
+
+from keras_mixer.mlp_mixer import MlpMixer, image_size_2d, patch_grid
+from keras_mixer.variants import VARIANTS, get_variant
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded as it is; the message says why and what to do."""
+
+
+_OFFICIAL_KEY = re.compile(
+    r"^(?:(stem|head)/(kernel|bias)"
+    r"|(pre_head_layer_norm)/(scale|bias)"
+    r"|MixerBlock_(\d+)/(?:LayerNorm_([01])/(scale|bias)|(token_mixing|channel_mixing)/Dense_([01])/(kernel|bias)))$"
+)
+_KERAS_LAYER = re.compile(
+    r"^(?:(stem|head|pre_head_layer_norm)"
+    r"|mixer_block_(\d+)_(layer_norm_[01]|token_mixing_dense_[01]|channel_mixing_dense_[01]))$"
+)
+# Keras keeps [kernel, bias] and [gamma, beta]; Flax names them kernel/bias and scale/bias.
+_WEIGHT_POSITION = {"kernel": 0, "scale": 0, "bias": 1}
+_FLAX_MODULE = {"layer_norm_0": "LayerNorm_0", "layer_norm_1": "LayerNorm_1"}
+
+
+def official_to_keras(key):
+    """Maps an official parameter path to `(keras_layer_name, weight_position)`.
+
+    Example:
+    >>> official_to_keras("MixerBlock_3/token_mixing/Dense_0/kernel")
+    ('mixer_block_3_token_mixing_dense_0', 0)
+    """
+    match = _OFFICIAL_KEY.match(key)
+    if not match:
+        raise CheckpointError(f"{key!r} is not a parameter path of the official MLP-Mixer.")
+    top, top_param, norm, norm_param, block, norm_index, norm_block_param, mixing, dense_index, dense_param = (
+        match.groups()
+    )
+    if top:
+        return top, _WEIGHT_POSITION[top_param]
+    if norm:
+        return norm, _WEIGHT_POSITION[norm_param]
+    if norm_index is not None:
+        return f"mixer_block_{block}_layer_norm_{norm_index}", _WEIGHT_POSITION[norm_block_param]
+    return f"mixer_block_{block}_{mixing}_dense_{dense_index}", _WEIGHT_POSITION[dense_param]
+
+
+def keras_to_official(layer_name, weight_position):
+    """Maps a Keras layer name and weight position to the official parameter path.
+
+    Example:
+    >>> keras_to_official("mixer_block_0_layer_norm_1", 0)
+    'MixerBlock_0/LayerNorm_1/scale'
+    """
+    match = _KERAS_LAYER.match(layer_name)
+    if not match or weight_position not in (0, 1):
+        raise CheckpointError(f"Layer {layer_name!r} weight {weight_position} has no official counterpart.")
+    top, block, module = match.groups()
+    is_norm = (top or module).startswith(("layer_norm", "pre_head_layer_norm"))
+    param = "bias" if weight_position == 1 else ("scale" if is_norm else "kernel")
+    if top:
+        return f"{top}/{param}"
+    if module in _FLAX_MODULE:
+        path = _FLAX_MODULE[module]
+    else:
+        mixing, dense_index = module.rsplit("_dense_", 1)
+        path = f"{mixing}/Dense_{dense_index}"
+    return f"MixerBlock_{block}/{path}/{param}"
+
+
+def read_npz(path):
+    """Reads an .npz checkpoint into a dict of arrays, refusing pickles and non-npz files.
+
+    Example:
+    >>> params = read_npz("imagenet21k_Mixer-B_16.npz")
+    >>> params["stem/kernel"].shape
+    (16, 16, 3, 768)
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"Checkpoint file {path!r} does not exist. Download an official MLP-Mixer .npz "
+            "(e.g. gs://mixer_models/imagenet21k/Mixer-B_16.npz) and pass its local path."
+        )
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path!r} is not an .npz archive (a zip of .npy arrays). Pass an official "
+            "MLP-Mixer .npz checkpoint, not a .keras, .h5, .msgpack or TF checkpoint file."
+        )
+    params = {}
+    with np.load(path, allow_pickle=False) as archive:
+        for key in archive.files:
+            try:
+                params[key] = np.asarray(archive[key])
+            except ValueError as error:  # object arrays need pickle, which we never run
+                raise CheckpointError(
+                    f"{path!r}: array {key!r} holds pickled Python objects, which are not loaded "
+                    "(allow_pickle=False, since unpickling can run arbitrary code). Official "
+                    "checkpoints hold plain float arrays; re-save it with numeric arrays only."
+                ) from error
+    return params
+
+
+def _required(params, key, path):
+    if key not in params:
+        raise CheckpointError(
+            f"{path!r} has no {key!r}: it is not an official MLP-Mixer checkpoint "
+            f"(found keys such as {sorted(params)[:5]})."
+        )
+    return params[key]
+
+
+def infer_architecture(params, path="checkpoint"):
+    """Reads the Mixer hyperparameters and checkpoint resolution off the array shapes.
+
+    Returns `(hyperparameters, num_patches, num_classes)`; `num_classes` is None for a
+    checkpoint without a head.
+
+    Example:
+    >>> hparams, num_patches, num_classes = infer_architecture(read_npz("Mixer-B_16.npz"))
+    >>> hparams["hidden_dim"], num_patches, num_classes
+    (768, 196, 21843)
+    """
+    stem = _required(params, "stem/kernel", path)
+    token_dense = _required(params, "MixerBlock_0/token_mixing/Dense_0/kernel", path)
+    channel_dense = _required(params, "MixerBlock_0/channel_mixing/Dense_0/kernel", path)
+    blocks = {int(m.group(1)) for key in params if (m := re.match(r"MixerBlock_(\d+)/", key))}
+    if stem.ndim != 4 or token_dense.ndim != 2 or channel_dense.ndim != 2:
+        raise CheckpointError(
+            f"{path!r}: 'stem/kernel' must be 4-D (p, p, 3, C) and the Dense kernels 2-D; found "
+            f"{stem.shape}, {token_dense.shape}, {channel_dense.shape}."
+        )
+    hyperparameters = dict(
+        patch_size=int(stem.shape[0]),
+        hidden_dim=int(stem.shape[3]),
+        num_blocks=max(blocks) + 1,
+        tokens_mlp_dim=int(token_dense.shape[1]),
+        channels_mlp_dim=int(channel_dense.shape[1]),
+    )
+    head = params.get("head/kernel")
+    num_classes = int(head.shape[1]) if head is not None and head.ndim == 2 else None
+    return hyperparameters, int(token_dense.shape[0]), num_classes
+
+
+def _match_variant(hyperparameters, path):
+    for name, row in VARIANTS.items():
+        if row == hyperparameters:
+            return name
+    raise CheckpointError(
+        f"{path!r} fits no Mixer variant: its shapes give {hyperparameters}, which is none of "
+        f"{', '.join(VARIANTS)}. If it is a custom Mixer, pass those hyperparameters as "
+        "variant=dict(...)."
+    )
+
+
+def _checkpoint_grid(num_patches, patch_size, path):
+    side = int(round(num_patches ** 0.5))
+    if side * side != num_patches:
+        raise CheckpointError(
+            f"{path!r} was trained on {num_patches} patches, which is not a square grid; pass "
+            "the image_size (height, width) it was trained at."
+        )
+    return side, side
+
+
+def _resolution_factors(checkpoint_grid, target_grid, patch_size):
+    factors = tuple(t // c for t, c in zip(target_grid, checkpoint_grid))
+    if any(t % c for t, c in zip(target_grid, checkpoint_grid)):
+        checkpoint_size = tuple(g * patch_size for g in checkpoint_grid)
+        raise CheckpointError(
+            f"Cannot adapt a checkpoint trained at {checkpoint_size} to image_size "
+            f"{tuple(g * patch_size for g in target_grid)}: the token-mixing MLP is adapted by "
+            "the paper's block-diagonal construction, which needs each side to be a whole "
+            f"multiple of {checkpoint_size} (e.g. {tuple(2 * s for s in checkpoint_size)})."
+        )
+    return factors
+
+
+def expand_token_mixing(kernel_0, bias_0, kernel_1, bias_1, checkpoint_grid, factors):
+    """Adapts token-mixing weights to a K-times finer patch grid (paper, Appendix C).
+
+    At a higher resolution the sequence has K^2 S patches instead of S. As in the paper,
+    the token-mixing MLP becomes block-diagonal: the patches are split into K^2 chunks of
+    S patches, and each chunk goes through a copy of the pre-trained MLP. We choose the
+    chunks as strided patch grids (chunk (a, b) holds patches (K i + a, K j + b)), so
+    every chunk covers the whole image on the checkpoint's grid; an image whose patches
+    are each repeated K x K times then gives exactly the checkpoint's logits. The block
+    structure is folded into two plain Dense kernels, so the result is an ordinary Mixer
+    with `tokens_mlp_dim` multiplied by K^2.
+
+    Returns the four adapted arrays.
+    """
+    rows0, columns0 = checkpoint_grid
+    row_factor, column_factor = factors
+    rows, columns = rows0 * row_factor, columns0 * column_factor
+    tokens_mlp_dim = kernel_0.shape[1]
+    num_chunks = row_factor * column_factor
+    row, column = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
+    chunk = ((row % row_factor) * column_factor + column % column_factor).reshape(-1)
+    local = ((row // row_factor) * columns0 + column // column_factor).reshape(-1)
+    new_kernel_0 = np.zeros((rows * columns, num_chunks * tokens_mlp_dim), kernel_0.dtype)
+    new_kernel_1 = np.zeros((num_chunks * tokens_mlp_dim, rows * columns), kernel_1.dtype)
+    for token in range(rows * columns):
+        hidden = slice(chunk[token] * tokens_mlp_dim, (chunk[token] + 1) * tokens_mlp_dim)
+        new_kernel_0[token, hidden] = kernel_0[local[token]]
+        new_kernel_1[hidden, token] = kernel_1[:, local[token]]
+    return new_kernel_0, np.tile(bias_0, num_chunks), new_kernel_1, bias_1[local]
+
+
+def load_official_checkpoint(path, variant=None, num_classes=None, image_size=None, include_top=True):
+    """Builds an `MlpMixer` holding the weights of an official MLP-Mixer `.npz` checkpoint.
+
+    Args:
+        path: str. The `.npz` file (e.g. `Mixer-B_16.npz` from gs://mixer_models/).
+        variant: None, a name ("B/16") or a dict of hyperparameters. None reads the
+            architecture off the file, which must then be one of `VARIANTS`.
+        num_classes: int or None. None keeps the checkpoint's head. Any other size gets
+            a fresh zero-initialised head (the official fine-tuning recipe).
+        image_size: int, (height, width) or None. None uses the checkpoint's resolution.
+            A whole multiple of it adapts the token-mixing MLPs (`expand_token_mixing`).
+        include_top: bool. False returns the pooled features without a head.
+
+    Returns:
+        An `MlpMixer` that takes raw [0, 255] pixels (`include_rescaling=True`).
+
+    Example:
+    >>> model = keras_mixer.load_official_checkpoint("Mixer-B_16.npz", num_classes=10, image_size=448)
+    """
+    params = read_npz(path)
+    hyperparameters, num_patches, checkpoint_classes = infer_architecture(params, path)
+    if variant is None:
+        _match_variant(hyperparameters, path)
+    else:
+        expected = get_variant(variant) if isinstance(variant, str) else dict(variant)
+        mismatched = {k: (v, hyperparameters.get(k)) for k, v in expected.items() if hyperparameters.get(k) != v}
+        if mismatched:
+            raise CheckpointError(
+                f"{path!r} does not hold variant {variant!r}: "
+                + "; ".join(f"{k} expected {e}, found {f}" for k, (e, f) in mismatched.items())
+                + ". Pass variant=None to read the architecture off the file."
+            )
+        hyperparameters = expected
+    patch_size = hyperparameters["patch_size"]
+    checkpoint_grid = _checkpoint_grid(num_patches, patch_size, path)
+    if image_size is None:
+        image_size = tuple(g * patch_size for g in checkpoint_grid)
+    factors = _resolution_factors(checkpoint_grid, patch_grid(image_size, patch_size), patch_size)
+
+    if include_top and num_classes is None:
+        if checkpoint_classes is None:
+            raise CheckpointError(f"{path!r} has no head: pass num_classes for a new one, or include_top=False.")
+        num_classes = checkpoint_classes
+    load_head = include_top and num_classes == checkpoint_classes
+    model = MlpMixer(
+        **{**hyperparameters, "tokens_mlp_dim": hyperparameters["tokens_mlp_dim"] * factors[0] * factors[1]},
+        num_classes=num_classes or 1,
+        image_size=image_size_2d(image_size),
+        include_top=include_top,
+    )
+
+    # Every key and shape is checked before any weight is assigned: nothing is half-loaded.
+    expected_shapes = {}
+    for layer in model.layers:
+        for position, weight in enumerate(layer.weights):
+            key = keras_to_official(layer.name, position)
+            shape = tuple(weight.shape)
+            if "token_mixing" in key:
+                shape = _checkpoint_token_mixing_shape(key, num_patches, hyperparameters["tokens_mlp_dim"])
+            expected_shapes[key] = shape
+    optional = {"head/kernel", "head/bias"} - set(expected_shapes)
+    missing = sorted(set(expected_shapes) - set(params) - ({"head/kernel", "head/bias"} if not load_head else set()))
+    unexpected = sorted(set(params) - set(expected_shapes) - optional)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path!r} does not match a {hyperparameters} Mixer: "
+            f"missing keys {missing or 'none'}; unexpected keys {unexpected or 'none'}."
+        )
+    for key, shape in expected_shapes.items():
+        if key in params and tuple(params[key].shape) != shape and (load_head or not key.startswith("head/")):
+            raise CheckpointError(
+                f"{path!r}: {key!r} has shape {tuple(params[key].shape)}, expected {shape} for a "
+                f"{hyperparameters} Mixer with {num_patches} patches."
+            )
+
+    new_weights = {}
+    for layer in model.layers:
+        if not layer.weights or (layer.name == "head" and not load_head):
+            continue
+        new_weights[layer.name] = [params[keras_to_official(layer.name, i)] for i in range(len(layer.weights))]
+    if factors != (1, 1):
+        for name, weights in list(new_weights.items()):
+            if name.endswith("token_mixing_dense_0"):
+                second = name[: -len("0")] + "1"
+                k0, b0, k1, b1 = expand_token_mixing(*weights, *new_weights[second], checkpoint_grid, factors)
+                new_weights[name], new_weights[second] = [k0, b0], [k1, b1]
+    for layer in model.layers:
+        if layer.name in new_weights:
+            layer.set_weights([np.asarray(w, dtype="float32") for w in new_weights[layer.name]])
+    return model
+
+
+def _checkpoint_token_mixing_shape(key, num_patches, tokens_mlp_dim):
+    """The shape a token-mixing weight has in the checkpoint (before any resolution change)."""
+    if key.endswith("Dense_0/kernel"):
+        return (num_patches, tokens_mlp_dim)
+    if key.endswith("Dense_0/bias"):
+        return (tokens_mlp_dim,)
+    if key.endswith("Dense_1/kernel"):
+        return (tokens_mlp_dim, num_patches)
+    return (num_patches,)
