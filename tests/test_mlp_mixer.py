@@ -1,0 +1,186 @@
+"""The Keras model: shapes, options, serialisation, SavedModel, training, the tf_keras twin."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from keras_mixer import MlpMixer, build_mixer, gelu_tanh
+from keras_mixer.checkpoint import keras_to_official
+from reference import mixer_forward
+
+
+def random_images(batch, height, width=None, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (batch, height, width or height, 3)).astype("float32")
+
+
+def randomize(model, seed=1):
+    """Gives every weight (including the zero-initialised head) random values."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def official_params(model):
+    return {
+        keras_to_official(layer.name, i): np.asarray(w)
+        for layer in model.layers
+        for i, w in enumerate(layer.get_weights())
+    }
+
+
+def test_output_shapes_and_num_patches(tiny_config):
+    model = MlpMixer(**tiny_config, num_classes=7, image_size=(16, 24))
+    assert model.num_patches == (16 // 4) * (24 // 4)
+    assert model(random_images(2, 16, 24)).shape == (2, 7)
+    features = MlpMixer(**tiny_config, image_size=16, include_top=False)
+    assert features(random_images(3, 16)).shape == (3, tiny_config["hidden_dim"])
+
+
+def test_logits_match_numpy_reference(tiny_config):
+    model = randomize(MlpMixer(**tiny_config, num_classes=5, image_size=(16, 12)))
+    images = random_images(2, 16, 12)
+    expected = mixer_forward(official_params(model), images / 127.5 - 1.0)
+    np.testing.assert_allclose(model(images), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_head_is_zero_initialised(tiny_config):
+    model = MlpMixer(**tiny_config, num_classes=5, image_size=16)
+    kernel, bias = model.get_layer("head").get_weights()
+    assert not kernel.any() and not bias.any()
+    np.testing.assert_array_equal(model(random_images(2, 16)), 0.0)
+
+
+def test_gelu_is_the_tanh_approximation():
+    x = np.linspace(-6, 6, 101).astype("float32")
+    closed_form = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(gelu_tanh(x), closed_form, atol=1e-6)
+    assert np.abs(np.asarray(keras.activations.gelu(x)) - closed_form).max() > 1e-4  # exact form differs
+
+
+def test_layer_norm_epsilon_is_flax_default(tiny_config):
+    model = MlpMixer(**tiny_config, image_size=16)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.LayerNormalization)]
+    assert len(norms) == 2 * tiny_config["num_blocks"] + 1
+    assert all(layer.epsilon == 1e-6 for layer in norms)
+
+
+def test_rescaling_option_takes_raw_pixels(tiny_config):
+    raw = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16))
+    scaled = MlpMixer(**tiny_config, num_classes=3, image_size=16, include_rescaling=False)
+    scaled.set_weights(raw.get_weights())
+    images = random_images(2, 16)
+    np.testing.assert_allclose(raw(images), scaled(images / 127.5 - 1.0), atol=1e-5)
+
+
+def test_token_mixing_is_shared_across_channels(tiny_config):
+    """Permuting the channels of the token-mixing input permutes its output the same way."""
+    model = randomize(MlpMixer(**tiny_config, image_size=16))
+    layers = ["mixer_block_0_token_mixing_transpose_in", "mixer_block_0_token_mixing_transpose_out"]
+    sub = keras.Model(model.get_layer(layers[0]).input, model.get_layer(layers[1]).output)
+    tokens = np.random.default_rng(0).normal(size=(2, 16, tiny_config["hidden_dim"])).astype("float32")
+    permutation = np.random.default_rng(1).permutation(tiny_config["hidden_dim"])
+    np.testing.assert_allclose(sub(tokens[..., permutation]), np.asarray(sub(tokens))[..., permutation], atol=1e-5)
+
+
+def test_image_size_not_divisible_by_patch_is_a_clear_error(tiny_config):
+    with pytest.raises(ValueError, match=r"image_size \(18, 16\).*patch_size=4"):
+        MlpMixer(**tiny_config, image_size=(18, 16))
+
+
+def test_unknown_variant_is_a_clear_error():
+    with pytest.raises(ValueError, match="Known variants: S/32"):
+        MlpMixer.from_variant("M/16")
+
+
+def test_from_variant_applies_overrides():
+    model = MlpMixer.from_variant("S/32", num_classes=10, image_size=(64, 96), include_top=False)
+    assert (model.hidden_dim, model.num_blocks, model.num_patches) == (512, 8, 6)
+    assert model.output_shape == (None, 512)
+
+
+def test_get_config_round_trip(tiny_config):
+    model = MlpMixer(**tiny_config, num_classes=4, image_size=(16, 8), dropout_rate=0.1, stochastic_depth_rate=0.2)
+    config = model.get_config()
+    assert {k: v for k, v in config.items() if k not in ("name", "trainable")} == {
+        **tiny_config, "num_classes": 4, "image_size": [16, 8], "include_top": True, "include_rescaling": True,
+        "num_channels": 3, "dropout_rate": 0.1, "stochastic_depth_rate": 0.2,
+    }
+    clone = MlpMixer.from_config(config)
+    assert clone.get_config() == config
+
+
+def test_keras_file_round_trip_gives_identical_outputs(tiny_config, tmp_path):
+    model = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16, stochastic_depth_rate=0.1))
+    path = os.fspath(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, MlpMixer)
+    images = random_images(2, 16)
+    np.testing.assert_array_equal(model.predict(images, verbose=0), loaded.predict(images, verbose=0))
+
+
+def test_saved_model_export_serves(tiny_config, tmp_path):
+    model = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16))
+    model.export(os.fspath(tmp_path / "saved"), verbose=False)
+    served = tf.saved_model.load(os.fspath(tmp_path / "saved"))
+    images = random_images(2, 16)
+    np.testing.assert_allclose(served.serve(tf.constant(images)), model(images), atol=1e-5)
+
+
+def test_stochastic_depth_is_per_sample_in_training_and_identity_at_inference(tiny_config):
+    config = dict(tiny_config, num_blocks=2, num_classes=3, image_size=16)
+    dropped = randomize(MlpMixer(**config, stochastic_depth_rate=0.5))
+    plain = MlpMixer(**config)
+    plain.set_weights(dropped.get_weights())
+    images = random_images(64, 16)
+    np.testing.assert_allclose(dropped(images, training=False), plain(images), atol=1e-6)
+    names = [layer.name for layer in dropped.layers]
+    assert "mixer_block_0_token_mixing_drop_path" not in names  # linear rule: the first block gets rate 0
+    last = dropped.get_layer("mixer_block_1_channel_mixing_drop_path")
+    assert last.rate == 0.5
+    branch = np.ones((64, 16, 8), "float32")
+    out = np.asarray(last(branch, training=True))
+    per_sample = out.reshape(64, -1)
+    assert np.all((per_sample == 0).all(axis=1) | (per_sample == 2.0).all(axis=1))  # whole sample kept or dropped
+    assert 10 < (per_sample[:, 0] == 0).sum() < 54
+
+
+def test_fit_with_xla_reduces_loss(tiny_config):
+    rng = np.random.default_rng(0)
+    images = random_images(64, 16)
+    labels = (images.mean(axis=(1, 2, 3)) > 127.5).astype("int32")
+    model = MlpMixer(**tiny_config, num_classes=2, image_size=16)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    history = model.fit(images, labels, batch_size=16, epochs=5, verbose=0, shuffle=False)
+    assert history.history["loss"][-1] < history.history["loss"][0] < np.log(2) + 1e-3
+    del rng
+
+
+def test_mixed_bfloat16_policy(tiny_config):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = MlpMixer(**tiny_config, num_classes=3, image_size=16)
+        assert model.get_layer("stem").compute_dtype == "bfloat16"
+        assert model.get_layer("stem").kernel.dtype == "float32"
+        assert model(random_images(2, 16)).shape == (2, 3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_tf_keras_twin_has_same_weights_and_outputs(tiny_config):
+    model = randomize(MlpMixer(**tiny_config, num_classes=5, image_size=16, stochastic_depth_rate=0.1))
+    inputs, outputs = build_mixer(tf_keras.layers, **model.mixer_config())
+    twin = tf_keras.Model(inputs, outputs)
+    assert [w.shape for w in twin.get_weights()] == [w.shape for w in model.get_weights()]
+    twin.set_weights(model.get_weights())
+    images = random_images(4, 16)
+    np.testing.assert_allclose(twin(images, training=False), model(images), atol=1e-5)
