@@ -272,58 +272,62 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
     load_head = include_top and num_classes == checkpoint_classes
     model = MlpMixer(
         **{**hyperparameters, "tokens_mlp_dim": hyperparameters["tokens_mlp_dim"] * factors[0] * factors[1]},
-        num_classes=num_classes or 1,
+        **({"num_classes": num_classes} if include_top else {}),
         image_size=image_size_2d(image_size),
         include_top=include_top,
     )
 
     # Every key and shape is checked before any weight is assigned: nothing is half-loaded.
-    expected_shapes = {}
-    for layer in model.layers:
-        for position, weight in enumerate(layer.weights):
-            key = keras_to_official(layer.name, position)
-            shape = tuple(weight.shape)
-            if "token_mixing" in key:
-                shape = _checkpoint_token_mixing_shape(key, num_patches, hyperparameters["tokens_mlp_dim"])
-            expected_shapes[key] = shape
-    optional = {"head/kernel", "head/bias"} - set(expected_shapes)
-    missing = sorted(set(expected_shapes) - set(params) - ({"head/kernel", "head/bias"} if not load_head else set()))
-    unexpected = sorted(set(params) - set(expected_shapes) - optional)
+    head_keys = {"head/kernel", "head/bias"}
+    expected_shapes = {
+        key: shape
+        for key, shape in _checkpoint_shapes(model, num_patches, hyperparameters["tokens_mlp_dim"]).items()
+        if load_head or key not in head_keys
+    }
+    missing = sorted(set(expected_shapes) - set(params))
+    unexpected = sorted(set(params) - set(expected_shapes) - head_keys)
     if missing or unexpected:
         raise CheckpointError(
             f"{path!r} does not match a {hyperparameters} Mixer: "
             f"missing keys {missing or 'none'}; unexpected keys {unexpected or 'none'}."
         )
     for key, shape in expected_shapes.items():
-        if key in params and tuple(params[key].shape) != shape and (load_head or not key.startswith("head/")):
+        if tuple(params[key].shape) != shape:
             raise CheckpointError(
                 f"{path!r}: {key!r} has shape {tuple(params[key].shape)}, expected {shape} for a "
                 f"{hyperparameters} Mixer with {num_patches} patches."
             )
 
-    new_weights = {}
-    for layer in model.layers:
-        if not layer.weights or (layer.name == "head" and not load_head):
-            continue
-        new_weights[layer.name] = [params[keras_to_official(layer.name, i)] for i in range(len(layer.weights))]
+    new_weights = {
+        layer.name: [params[keras_to_official(layer.name, i)] for i in range(len(layer.weights))]
+        for layer in model.layers
+        if layer.weights and (load_head or layer.name != "head")
+    }
     if factors != (1, 1):
-        for name, weights in list(new_weights.items()):
-            if name.endswith("token_mixing_dense_0"):
-                second = name[: -len("0")] + "1"
-                k0, b0, k1, b1 = expand_token_mixing(*weights, *new_weights[second], checkpoint_grid, factors)
-                new_weights[name], new_weights[second] = [k0, b0], [k1, b1]
-    for layer in model.layers:
-        if layer.name in new_weights:
-            layer.set_weights([np.asarray(w, dtype="float32") for w in new_weights[layer.name]])
+        for name in [name for name in new_weights if name.endswith("token_mixing_dense_0")]:
+            second = name[: -len("0")] + "1"
+            k0, b0, k1, b1 = expand_token_mixing(*new_weights[name], *new_weights[second], checkpoint_grid, factors)
+            new_weights[name], new_weights[second] = [k0, b0], [k1, b1]
+    for name, weights in new_weights.items():
+        model.get_layer(name).set_weights([np.asarray(w, dtype="float32") for w in weights])
     return model
 
 
-def _checkpoint_token_mixing_shape(key, num_patches, tokens_mlp_dim):
-    """The shape a token-mixing weight has in the checkpoint (before any resolution change)."""
-    if key.endswith("Dense_0/kernel"):
-        return (num_patches, tokens_mlp_dim)
-    if key.endswith("Dense_0/bias"):
-        return (tokens_mlp_dim,)
-    if key.endswith("Dense_1/kernel"):
-        return (tokens_mlp_dim, num_patches)
-    return (num_patches,)
+def _checkpoint_shapes(model, num_patches, tokens_mlp_dim):
+    """Official key -> the shape it has in the checkpoint, read off the model's weights.
+
+    Token-mixing weights are given at the checkpoint's resolution, before any adaptation.
+    """
+    checkpoint_token_mixing = {
+        "Dense_0/kernel": (num_patches, tokens_mlp_dim),
+        "Dense_0/bias": (tokens_mlp_dim,),
+        "Dense_1/kernel": (tokens_mlp_dim, num_patches),
+        "Dense_1/bias": (num_patches,),
+    }
+    shapes = {}
+    for layer in model.layers:
+        for position, weight in enumerate(layer.weights):
+            key = keras_to_official(layer.name, position)
+            suffix = key.split("token_mixing/", 1)[-1]
+            shapes[key] = checkpoint_token_mixing[suffix] if "token_mixing/" in key else tuple(weight.shape)
+    return shapes

@@ -48,9 +48,21 @@ def test_tiny_checkpoint_logits_match_reference(tiny_checkpoint):
 def test_paper_variant_is_inferred_from_the_file(tmp_path):
     # S/32 at 64x64 (4 patches): a real variant's shapes, small enough for CI.
     params = random_official_params(np.random.default_rng(1), **VARIANTS["S/32"], num_patches=4, num_classes=10)
-    model = load_official_checkpoint(write_checkpoint(tmp_path, params))
+    path = write_checkpoint(tmp_path, params)
+    model = load_official_checkpoint(path)
     assert (model.hidden_dim, model.num_blocks, model.image_size) == (512, 8, (64, 64))
     assert_matches_reference(model, params, raw_images(2, 64))
+    named = load_official_checkpoint(path, variant="S/32")
+    np.testing.assert_array_equal(named(raw_images(1, 64)), model(raw_images(1, 64)))
+
+
+def test_headless_checkpoint_needs_num_classes(tmp_path):
+    params = random_official_params(np.random.default_rng(2), **TINY, num_patches=16, num_classes=0)
+    path = write_checkpoint(tmp_path, params)
+    with pytest.raises(CheckpointError, match="has no head: pass num_classes"):
+        load_official_checkpoint(path, variant=TINY)
+    model = load_official_checkpoint(path, variant=TINY, num_classes=4)
+    assert model.output_shape == (None, 4) and not model.get_layer("head").get_weights()[0].any()
 
 
 def test_name_mapping_covers_every_key_both_ways(tiny_checkpoint):
