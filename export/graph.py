@@ -1,0 +1,114 @@
+"""The graph the TFLite converter sees: the one Mixer definition, rebuilt in a layers namespace.
+
+`rebuild(model, layers)` calls `keras_mixer.build_mixer` with another layers namespace and
+copies the weights across by position, so there is never a second hand-written Mixer:
+
+- `rebuild(model, tf_keras.layers)` is the tf_keras twin that tensorflow-model-optimization
+  accepts (it refuses Keras 3 models).
+- `rebuild(model, integer_friendly(keras.layers))` computes the same function with LayerNorm
+  and GELU spelled in ops that XNNPACK runs in int8 (issue 4b), so that a full-integer model
+  stays in few delegated partitions.
+
+Why the integer-friendly spelling (measured with ai-edge-litert 2.3 on x86, tiny Mixer):
+- Keras's LayerNorm lowers to MEAN, NEG, SQUARED_DIFFERENCE, RSQRT, MUL, ADD; in full int8 the
+  NEG stays float (DEQUANTIZE/NEG/QUANTIZE) and XNNPACK delegates none of NEG,
+  SQUARED_DIFFERENCE or RSQRT. Written as MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL, ADD, only the
+  per-token RSQRT (one int8 op per LayerNorm, on a (tokens, 1) tensor) leaves the delegate;
+  XNNPACK has no int8 RSQRT, SQRT or DIV, so no exact spelling avoids it.
+- The builtin GELU has no int8 XNNPACK kernel. The tanh form used by the Mixer is exactly
+  x * sigmoid(2 z) with z = sqrt(2/pi) (x + 0.044715 x^3), since 0.5 (1 + tanh z) = sigmoid(2 z);
+  MUL, ADD and LOGISTIC all run in int8 in XNNPACK.
+Both spellings give the Keras model's float logits to float32 round-off (tested).
+"""
+
+import math
+import types
+
+import keras
+import tensorflow as tf
+
+from keras_mixer.mlp_mixer import build_mixer, gelu_tanh
+
+# 2 sqrt(2/pi) and 2 sqrt(2/pi) * 0.044715: the tanh-GELU's argument, doubled for the sigmoid.
+GELU_SIGMOID_LINEAR = 2.0 * math.sqrt(2.0 / math.pi)
+GELU_SIGMOID_CUBIC = GELU_SIGMOID_LINEAR * 0.044715
+
+
+def gelu_sigmoid(x):
+    """The tanh-approximated GELU written as x * sigmoid(x (a + b x^2)), the same function.
+
+    Example:
+    >>> gelu_sigmoid(tf.constant([1.0]))  # == keras_mixer.gelu_tanh(1.0) == 0.8412
+    """
+    return x * tf.sigmoid(x * (GELU_SIGMOID_LINEAR + GELU_SIGMOID_CUBIC * (x * x)))
+
+
+def integer_friendly(layers):
+    """Returns `layers` with LayerNormalization and the GELU Activation in int8-delegable ops.
+
+    The replacements subclass the namespace's own layers, so they hold the same weights in
+    the same order (gamma, beta) and take the same constructor arguments.
+
+    Example:
+    >>> export_model = rebuild(model, integer_friendly(keras.layers))
+    """
+
+    class IntegerFriendlyLayerNormalization(layers.LayerNormalization):
+        # Centre once and square with MUL (no NEG, no SQUARED_DIFFERENCE); normalise over
+        # the last axis, the only LayerNorm axis the Mixer uses.
+        def call(self, inputs):
+            mean = tf.reduce_mean(inputs, axis=-1, keepdims=True)
+            centred = inputs - mean
+            variance = tf.reduce_mean(centred * centred, axis=-1, keepdims=True)
+            normalised = centred * tf.math.rsqrt(variance + self.epsilon)
+            return normalised * self.gamma + self.beta
+
+    def activation(function, **kwargs):
+        return layers.Activation(gelu_sigmoid if function is gelu_tanh else function, **kwargs)
+
+    namespace = {name: getattr(layers, name) for name in dir(layers) if not name.startswith("_")}
+    namespace.update(LayerNormalization=IntegerFriendlyLayerNormalization, Activation=activation)
+    return types.SimpleNamespace(**namespace)
+
+
+def mixer_config(model):
+    """The `build_mixer` arguments of a keras_mixer model, or a clear error for another model."""
+    if not hasattr(model, "mixer_config"):
+        raise TypeError(
+            f"Expected a keras_mixer.MlpMixer, got {type(model).__name__} "
+            f"({getattr(model, 'name', '?')!r}). Export works on models built by keras_mixer "
+            "(MlpMixer, or a training run directory whose model.keras holds one)."
+        )
+    return model.mixer_config()
+
+
+def rebuild(model, layers):
+    """Builds `model`'s architecture from `layers` and copies its weights by position.
+
+    Args:
+        model: keras_mixer.MlpMixer. The source of truth.
+        layers: a layers namespace: `keras.layers`, `tf_keras.layers`, or
+            `integer_friendly(...)` of either.
+
+    Returns a `keras.Model`, or a `tf_keras.Model` when `layers` is tf_keras's.
+
+    Example:
+    >>> twin = rebuild(model, tf_keras.layers)  # what tfmot needs
+    """
+    config = mixer_config(model)
+    config["dropout_rate"] = config["stochastic_depth_rate"] = 0.0  # inference graph
+    inputs, outputs = build_mixer(layers, **config)
+    if type(inputs).__module__.startswith("tf_keras"):
+        import tf_keras
+
+        twin = tf_keras.Model(inputs, outputs, name=f"{model.name}_twin")
+    else:
+        twin = keras.Model(inputs, outputs, name=f"{model.name}_twin")
+    weights = model.get_weights()
+    if len(weights) != len(twin.weights):
+        raise ValueError(
+            f"The rebuilt Mixer has {len(twin.weights)} weights, the model {len(weights)}: "
+            "build_mixer and the saved model disagree on the architecture."
+        )
+    twin.set_weights(weights)
+    return twin
