@@ -1,0 +1,305 @@
+"""export/: every format of a Mixer trained here on the digits, run in LiteRT, held to its Keras model.
+
+One tiny Mixer (tests/conftest.py TINY, 8x8 digits, patch 4) is trained once per module
+through training.data.make_dataset and exported once to every default format; the tests
+read that report and the files. Bounds are export/modes.py's, stated there per format;
+accuracy is on the digits test split (364 images, so 1 point is ~3.6 images).
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export import convert as convert_module
+from export import evaluate, graph
+from export.convert import AccuracyBudgetError, convert, load_source, to_tflite, write_atomically
+from export.modes import MODES
+from keras_mixer import MlpMixer, gelu_tanh
+from conftest import TINY
+
+FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "qat_int8"]
+TFLITE_FORMATS = FORMATS[1:]
+INTEGER_FORMATS = ["int8", "int8_keras_graph", "qat_int8"]
+NUM_LAYER_NORMS = 2 * TINY["num_blocks"] + 1
+
+
+def _arrays(dataset):
+    images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A training run directory (model.keras + config.json) of a tiny Mixer on the digits."""
+    from training.data import make_dataset
+
+    directory = tmp_path_factory.mktemp("run")
+    config = dict(dataset="sklearn_digits", data_dir=str(tmp_path_factory.mktemp("tfds")),
+                  image_size=8, num_channels=1, num_classes=10, batch_size=64, seed=0,
+                  train_split="train", test_split="test")
+    images, labels = _arrays(make_dataset(config, "train", training=False, batch_size=256))
+    keras.utils.set_random_seed(0)
+    model = MlpMixer(**TINY, num_classes=10, image_size=8, num_channels=1)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, labels, epochs=30, batch_size=64, verbose=0)
+    model.save(directory / "model.keras")
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    """`(out_dir, report)` of one export of `run_dir` to every default format."""
+    out_dir = tmp_path_factory.mktemp("export")
+    keras.utils.set_random_seed(0)
+    report = convert(str(run_dir), str(out_dir), FORMATS, fine_tune_steps=200, latency_runs=20)
+    return out_dir, report
+
+
+@pytest.fixture(scope="module")
+def digits_test(run_dir):
+    from training.data import make_dataset
+
+    config = json.loads((run_dir / "config.json").read_text())
+    return _arrays(make_dataset(config, "test", training=False, batch_size=256))
+
+
+def test_every_format_is_written_with_report_and_labels(exported):
+    out_dir, report = exported
+    for name in TFLITE_FORMATS:
+        assert (out_dir / f"{name}.tflite").stat().st_size > 0
+    assert (out_dir / "saved_model" / "saved_model.pb").is_file()
+    assert json.loads((out_dir / "report.json").read_text())["formats"].keys() == set(FORMATS)
+    markdown = (out_dir / "report.md").read_text()
+    assert all(f"| {name} |" in markdown for name in FORMATS)
+    assert (out_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out_dir / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+    assert not [p for p in os.listdir(out_dir) if p.startswith(".")]  # no temporary leftovers
+    for name in TFLITE_FORMATS:
+        result = report["formats"][name]
+        assert set(result["latency_ms"]) == {"1", "2"}  # reported, never asserted
+        assert result["num_examples"] == 364
+
+
+@pytest.mark.parametrize("name", TFLITE_FORMATS)
+def test_litert_model_is_held_to_its_bounds_against_keras(exported, name):
+    result = exported[1]["formats"][name]
+    assert result["relative_max_logit_diff"] <= MODES[name]["max_logit_diff"], result
+    assert result["agreement"] >= MODES[name]["min_agreement"], result
+    assert result["within_bounds"]
+
+
+def test_float_formats_match_keras_closely(exported):
+    formats = exported[1]["formats"]
+    assert formats["fp32"]["max_logit_diff"] < 1e-4
+    assert formats["fp32"]["agreement"] == 1.0
+    assert formats["fp16"]["max_logit_diff"] < 0.1
+    assert formats["saved_model"]["max_logit_diff"] < 1e-5
+    assert formats["saved_model"]["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["int8", "qat_int8"])
+def test_int8_within_one_point_of_float(exported, name):
+    report = exported[1]
+    assert report["evaluation"]["keras_top1"] > 0.9  # the model learnt the digits
+    assert report["formats"][name]["top1"] >= report["evaluation"]["keras_top1"] - 0.01
+
+
+def test_qat_at_least_as_accurate_as_ptq(exported):
+    comparison = exported[1]["qat_vs_ptq"]
+    assert comparison["qat_top1"] >= comparison["ptq_top1"]
+    assert comparison["qat_at_least_ptq"]
+
+
+def test_every_model_uses_builtin_ops_only(exported):
+    out_dir, report = exported
+    for name in TFLITE_FORMATS:
+        ops = evaluate.op_names((out_dir / f"{name}.tflite").read_bytes())
+        assert set(ops) <= evaluate.BUILTIN_OPS, name
+        assert report["formats"][name]["op_counts"] == {op: ops.count(op) for op in set(ops)}
+
+
+def test_integer_models_are_integer_end_to_end(exported):
+    formats = exported[1]["formats"]
+    for name in ["int8", "qat_int8"]:
+        assert formats[name]["float_ops"] == [], name
+        assert formats[name]["io"]["input"]["dtype"] == "int8"
+        assert formats[name]["io"]["output"]["dtype"] == "int8"
+        assert set(formats[name]["op_counts"]) == {
+            "ADD", "CONV_2D", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT",
+            "SUB", "TRANSPOSE"}
+    # The graph as Keras lowers it keeps a float NEG per LayerNorm (the 4b baseline).
+    assert formats["int8_keras_graph"]["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
+
+
+def test_integer_friendly_graph_cuts_xnnpack_partitions(exported):
+    formats = exported[1]["formats"]
+    assert formats["fp32"]["delegated_partitions"] == 1
+    # Only int8 RSQRT (one per LayerNorm) stays outside XNNPACK: LayerNorms + 1 partitions.
+    assert formats["int8"]["delegated_partitions"] == NUM_LAYER_NORMS + 1
+    assert formats["int8_keras_graph"]["delegated_partitions"] > formats["int8"]["delegated_partitions"]
+
+
+def test_integer_friendly_graph_computes_the_same_function(run_dir, digits_test):
+    model, _ = load_source(str(run_dir))
+    images = digits_test[0][:128]
+    rebuilt = graph.rebuild(model, graph.integer_friendly(keras.layers))
+    np.testing.assert_allclose(rebuilt.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-5)
+    x = tf.linspace(-8.0, 8.0, 1001)
+    np.testing.assert_allclose(graph.gelu_sigmoid(x).numpy(), gelu_tanh(x).numpy(), atol=1e-6)
+
+
+def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
+    import tf_keras
+
+    from export import optimize
+
+    model, _ = load_source(str(run_dir))
+    images = digits_test[0][:128]
+    for integer_friendly in (False, True):
+        twin = optimize.twin(model, images, integer_friendly=integer_friendly)
+        assert isinstance(twin, tf_keras.Model)
+        np.testing.assert_allclose(twin(images).numpy(), model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
+    model, _ = load_source(str(run_dir))
+    images, labels = digits_test
+    tflite = to_tflite(graph.rebuild(model, graph.integer_friendly(keras.layers)), "int8", images,
+                       io_dtype="uint8")
+    io = evaluate.io_details(tflite)
+    assert (io["input"]["dtype"], io["input"]["scale"], io["input"]["zero_point"]) == ("uint8", 1.0, 0)
+    assert io["output"]["dtype"] == "uint8"
+    assert evaluate.float_ops(tflite) == []
+    logits = evaluate.predict_logits(tflite, images)
+    assert np.mean(logits.argmax(-1) == labels) >= np.mean(
+        model.predict(images, verbose=0).argmax(-1) == labels) - 0.01
+
+
+def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, capsys):
+    from PIL import Image
+
+    from export import predict
+
+    out_dir, _ = exported
+    images, labels = digits_test
+    paths = []
+    for index in range(20):
+        path = tmp_path / f"digit_{index}.png"
+        Image.fromarray(images[index, ..., 0].astype(np.uint8), mode="L").save(path)
+        paths.append(str(path))
+    for name in ["fp32", "int8"]:
+        results = predict.predict(str(out_dir / f"{name}.tflite"), paths, top=3)
+        assert all(len(top) == 3 and top[0][1] >= top[1][1] for top in results)
+        predicted = [top[0][0] for top in results]
+        assert np.mean([p == str(label) for p, label in zip(predicted, labels[:20])]) >= 0.9
+    assert predict.main([str(out_dir / "int8.tflite"), paths[0], "--top", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"{paths[0]}: {labels[0]} ")
+
+
+def test_cli_writes_the_export(run_dir, tmp_path, capsys):
+    out_dir = tmp_path / "cli"
+    code = convert_module.main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
+                                "--eval-samples", "50"])
+    assert code == 0
+    assert (out_dir / "fp32.tflite").is_file() and (out_dir / "report.json").is_file()
+    assert "| fp32 |" in capsys.readouterr().out
+    assert convert_module.main([str(tmp_path / "missing"), "--out", str(out_dir)]) == 2
+    assert "No model at" in capsys.readouterr().err
+
+
+def test_accuracy_budget_fails_loudly_after_writing_the_report(run_dir, tmp_path):
+    with pytest.raises(AccuracyBudgetError, match="dynamic_int8: top-1"):
+        convert(str(run_dir), str(tmp_path), ["dynamic_int8"], max_accuracy_drop=-1.0,
+                eval_samples=50, latency_runs=2)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["accuracy_budget_failures"]
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No model at .*run directory"):
+        convert(str(tmp_path / "nothing_here"), str(tmp_path / "out"))
+
+
+def test_not_a_mixer_is_a_clear_error(tmp_path):
+    other = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    other.save(tmp_path / "other.keras")
+    with pytest.raises(TypeError, match="not a keras_mixer.MlpMixer"):
+        convert(str(tmp_path / "other.keras"), str(tmp_path / "out"))
+    (tmp_path / "broken.keras").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="Could not load"):
+        convert(str(tmp_path / "broken.keras"), str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((0, 8, 8, 1), np.float32), "empty"),
+    (np.zeros((200, 16, 16, 1), np.float32), r"shape \(N, 8, 8, 1\).*got shape \(200, 16, 16, 1\)"),
+    (np.zeros((10, 8, 8, 1), np.float32), "has 10 images.*at least 100"),
+])
+def test_bad_representative_data_is_a_clear_error(run_dir, digits_test, tmp_path, images, message):
+    with pytest.raises(ValueError, match=message):
+        convert(str(run_dir), str(tmp_path), ["int8"], representative_data=images,
+                eval_data=(digits_test[0][:20], digits_test[1][:20]))
+    assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_unwritable_output_is_a_clear_error(run_dir, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(PermissionError, match="Cannot write the export to"):
+        convert(str(run_dir), str(tmp_path / "a_file" / "out"), ["fp32"])
+
+
+def test_flex_ops_are_refused_and_nothing_is_written(run_dir, digits_test, tmp_path, monkeypatch):
+    serve = tf.function(lambda x: tf.strings.to_number(tf.strings.as_string(x)))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function(tf.TensorSpec((1, 8, 8, 1), tf.float32))])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    flex = converter.convert()
+    with pytest.raises(evaluate.OpsError, match="not TFLite builtins: FlexAsString"):
+        evaluate.check_builtin_ops(flex)
+    monkeypatch.setattr(convert_module, "to_tflite", lambda *args, **kwargs: flex)
+    with pytest.raises(evaluate.OpsError):
+        convert(str(run_dir), str(tmp_path), ["fp32"],
+                eval_data=(digits_test[0][:20], digits_test[1][:20]))
+    assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob(".*"))
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(str(tmp_path / "int8.tflite"), b"\0" * 1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- compression
+
+
+@pytest.mark.slow
+def test_pruning_and_clustering_then_int8(run_dir, exported, tmp_path):
+    keras.utils.set_random_seed(0)
+    report = convert(str(run_dir), str(tmp_path), ["pruned_int8", "clustered_int8"],
+                     fine_tune_steps=300, fine_tune_learning_rate=1e-3, target_sparsity=0.5,
+                     number_of_clusters=16, latency_runs=5)
+    pruned, clustered = report["formats"]["pruned_int8"], report["formats"]["clustered_int8"]
+    assert pruned["sparsity"] >= 0.45
+    assert clustered["max_unique_weights_per_kernel"] <= 16
+    int8 = exported[1]["formats"]["int8"]
+    for result in (pruned, clustered):
+        assert result["float_ops"] == []
+        assert result["top1"] >= report["evaluation"]["keras_top1"] - 0.05
+        assert result["within_bounds"], result
+    # Zeros and shared values compress: the point of both for size-bound apps.
+    assert pruned["gzip_size_bytes"] < int8["gzip_size_bytes"]
+    assert clustered["gzip_size_bytes"] < int8["gzip_size_bytes"]
