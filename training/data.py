@@ -217,6 +217,11 @@ def _preprocess(image, seed, config, training):
         image = _center_crop(image, height, width)
     else:
         image = tf.image.resize(image, (height, width), antialias=True)
+    shift = config.get("random_shift", 0) if training else 0
+    if shift:
+        # Translate by up to `shift` pixels (zero padding, then a seeded crop).
+        padded = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]])
+        image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed + 2)
     if training and config.get("random_flip", False):
         image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
     image = tf.clip_by_value(image, 0.0, 255.0)
@@ -242,7 +247,7 @@ def make_dataset(config, split, *, training, batch_size=None, input_context=None
     Args:
         config: dict. A run config (`DIR/config.json`, or `training.recipes.get_recipe(...)`);
             reads dataset, data_dir, image_size, num_channels, num_classes, batch_size, seed,
-            shuffle_buffer, train_crop, eval_crop, random_flip, randaugment, mixup_alpha,
+            shuffle_buffer, train_crop, eval_crop, random_shift, random_flip, randaugment, mixup_alpha,
             label_smoothing.
         split: str. A split name ("train", "test", "validation", "train[:90%]" for tfds).
         training: bool. True: one epoch of the training stream (shuffled and augmented as a
