@@ -1,0 +1,183 @@
+"""What every benchmark shares: the command line, timing, the machine, JSON lines, the tiny config.
+
+A measurement is the median of `repeats` timed runs after `warmup` untimed ones, reported
+with the min and max, and printed as one JSON line that is also appended to
+`RESULTS_DIR/<table>.jsonl` (gitignored; docs/benchmarks.md carries the published tables).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# The --quick config: not a paper variant, small enough that every script runs in seconds.
+TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
+TINY_IMAGE_SIZE = 16
+TINY_NUM_CLASSES = 10
+
+
+def parser(description):
+    """An ArgumentParser with the options every benchmark takes."""
+    arguments = argparse.ArgumentParser(description=description)
+    arguments.add_argument("--quick", action="store_true",
+                           help="tiny config, one repeat: a smoke test, not a measurement")
+    arguments.add_argument("--repeats", type=int, default=3, help="timed runs (median, min, max)")
+    arguments.add_argument("--warmup", type=int, default=1, help="untimed runs first (tracing, compiling)")
+    arguments.add_argument("--results-dir", default=RESULTS_DIR, help="where <table>.jsonl is appended")
+    return arguments
+
+
+def summarize(seconds):
+    """Median, min and max of a list of durations in seconds."""
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
+            "repeats": len(seconds)}
+
+
+def measure(run, *, repeats, warmup):
+    """Times `run()`: `warmup` untimed calls, then the summary of `repeats` timed ones.
+
+    `run` must finish its work before it returns (e.g. convert outputs to NumPy).
+
+    Example:
+    >>> measure(lambda: model.predict_on_batch(images), repeats=3, warmup=1)["median_s"]
+    """
+    for _ in range(warmup):
+        run()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return summarize(seconds)
+
+
+def rate(count, summary):
+    """Items per second from a time summary: the median time gives the median rate, the
+    slowest run the minimum rate and the fastest run the maximum."""
+    return {"median": count / summary["median_s"], "min": count / summary["max_s"],
+            "max": count / summary["min_s"]}
+
+
+def machine():
+    """The machine a number was measured on, and how busy it was at that moment."""
+    import keras
+    import tensorflow as tf
+
+    model_name, mhz, flags = "unknown", None, set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name":
+                    model_name = value
+                elif key == "cpu MHz" and mhz is None:
+                    mhz = float(value)
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": model_name, "cores": os.cpu_count(), "mhz": mhz,
+        "amx_bf16": "amx_bf16" in flags, "avx512f": "avx512f" in flags,
+        "load_average_1min": os.getloadavg()[0], "other_pytest_processes": _count_processes("pytest"),
+        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+    }
+
+
+def _count_processes(word):
+    """How many running processes mention `word` in their command line (besides ourselves)."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if word.encode() in cmdline.read():
+                    count += 1
+        except OSError:
+            continue
+    return count
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=os.path.dirname(RESULTS_DIR), timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def emit(table, record, args):
+    """Prints `record` as one JSON line and appends it to `<results_dir>/<table>.jsonl`."""
+    record = {"table": table, **record, "quick": bool(args.quick),
+              "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "commit": git_commit(), "machine": machine()}
+    line = json.dumps(record, sort_keys=False)
+    print(line, flush=True)
+    os.makedirs(args.results_dir, exist_ok=True)
+    with open(os.path.join(args.results_dir, f"{table}.jsonl"), "a") as results:
+        results.write(line + "\n")
+    return record
+
+
+def float32_gelu(layers):
+    """`layers` with every Activation computing in float32 (the slow-path fix, issue 5 item 4).
+
+    Under `mixed_bfloat16` the tanh-GELU runs as about eight separate elementwise kernels on
+    the widest tensor of each block, (tokens, channels_mlp_dim), and TensorFlow's CPU
+    elementwise kernels are scalar-emulated in bfloat16: measured on this machine, the GELU
+    forward and backward cost several times the AMX matmul before it. In float32 the same
+    kernels are vectorized; the casts in and out are cheaper than what they save. The
+    function is unchanged in float32 models. See docs/benchmarks.md, "Slow path".
+
+    Example:
+    >>> inputs, outputs = build_mixer(float32_gelu(keras.layers), **get_variant("S/16"))
+    """
+    namespace = {name: getattr(layers, name) for name in dir(layers) if not name.startswith("_")}
+
+    def activation(function, **kwargs):
+        return layers.Activation(function, **{**kwargs, "dtype": "float32"})
+
+    namespace["Activation"] = activation
+    return types.SimpleNamespace(**namespace)
+
+
+def set_precision(precision):
+    """Sets Keras's global dtype policy ("float32" or "mixed_bfloat16") on a fresh session."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="auto"):
+    """A Mixer for benchmarking: a paper variant name, or "tiny" (the --quick config).
+
+    `gelu_dtype="float32"` builds the same function with the GELU in float32 (`float32_gelu`);
+    "auto" is keras_mixer as it ships. Weights are random: speed does not depend on them.
+    """
+    import keras
+
+    from keras_mixer import build_mixer, get_variant
+
+    config = dict(TINY) if variant == "tiny" else get_variant(variant)
+    layers = float32_gelu(keras.layers) if gelu_dtype == "float32" else keras.layers
+    inputs, outputs = build_mixer(layers, **config, num_classes=num_classes, image_size=image_size)
+    return keras.Model(inputs, outputs, name=f"mixer_{variant.replace('/', '_')}"), config
+
+
+def random_images(count, image_size, seed=0):
+    """Float32 pixels in [0, 255], the model's input, shape (count, size, size, 3)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).uniform(0, 255, (count, image_size, image_size, 3)).astype("float32")

@@ -1,0 +1,147 @@
+"""TFLite (LiteRT interpreter) batch-1 latency of every export format, at 1 and 2 threads.
+
+    python -m benchmarks.tflite_latency                       # S/16 and B/16 at 224
+    python -m benchmarks.tflite_latency --variants S/16 --convert-only   # convert, time later
+    python -m benchmarks.tflite_latency --quick
+
+Conversion is export's own: `export.convert.convert` (the pipeline users run, with its
+builtin-ops check and LiteRT verification) writes `<cache>/<variant>/<format>/<format>.tflite`
+and `report.json`, from a randomly initialised `MlpMixer` (random head, so the int8 output
+range is not degenerate), calibrated on random pixels and QAT-fine-tuned for a few steps on
+random labels: latency does not depend on the weights' values, accuracy is export's report.
+Files already in the cache are reused (conversion of B/16 in every format takes minutes).
+
+Latency: `export.evaluate.interpreter` (XNNPACK, as apps ship it) with `num_threads` 1 and
+2, input set through `export.evaluate.quantize_input`; `warmup` untimed `invoke()`s, then
+the median, min and max of `repeats` timed ones. The file size, the number of XNNPACK
+partitions and the float ops left in integer models come with each line.
+"""
+
+import gzip
+import json
+import os
+import time
+
+from benchmarks import common
+from benchmarks.flops import PEAK_FLOPS_PER_CYCLE, mixer_flops
+
+DEFAULT_FORMATS = ["fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "qat_int8"]
+
+
+def random_mixer(variant, image_size, num_classes, seed=0):
+    """A keras_mixer.MlpMixer with Keras's random init and a random (not zero) head."""
+    import keras
+    import numpy as np
+
+    from keras_mixer import MlpMixer
+
+    keras.utils.set_random_seed(seed)
+    config = dict(common.TINY) if variant == "tiny" else None
+    model = (MlpMixer(**config, num_classes=num_classes, image_size=image_size) if config
+             else MlpMixer.from_variant(variant, num_classes=num_classes, image_size=image_size))
+    head = model.get_layer("head")
+    head.kernel.assign(np.random.default_rng(seed).normal(0, 0.02, head.kernel.shape).astype("float32"))
+    return model
+
+
+def convert_formats(variant, formats, *, image_size, num_classes, cache_dir, calibration_images,
+                    fine_tune_steps):
+    """Converts the missing formats into the cache; returns {format: conversion record}."""
+    import numpy as np
+    import tensorflow as tf
+
+    from export import convert
+
+    model, records = None, {}
+    for name in formats:
+        directory = os.path.join(cache_dir, variant.replace("/", "_"), name)
+        record_path = os.path.join(directory, "conversion.json")
+        if not os.path.exists(os.path.join(directory, f"{name}.tflite")):
+            if model is None:
+                model = random_mixer(variant, image_size, num_classes)
+            images = common.random_images(calibration_images, image_size, seed=1)
+            labels = np.random.default_rng(1).integers(0, num_classes, calibration_images)
+            train = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32"))).batch(2).repeat()
+            start = time.perf_counter()
+            convert.convert(
+                model, directory, [name], representative_data=images, eval_data=(images[:2], labels[:2]),
+                train_data=train, fine_tune_steps=fine_tune_steps, calibration_samples=calibration_images,
+                min_calibration_samples=1, eval_samples=2, latency_runs=1)
+            seconds = time.perf_counter() - start
+            with open(record_path, "w") as file:
+                json.dump({"convert_s": seconds, "load_average_1min": os.getloadavg()[0],
+                           "calibration_images": calibration_images,
+                           "fine_tune_steps": fine_tune_steps}, file)
+        with open(record_path) as file:
+            records[name] = {"directory": directory, **json.load(file)}
+    return records
+
+
+def latency_seconds(path, image, *, num_threads, repeats, warmup):
+    """Time summary of one batch-1 `invoke()` of the `.tflite` at `path` with XNNPACK."""
+    from export import evaluate
+
+    runner = evaluate.interpreter(path, num_threads=num_threads)
+    runner.allocate_tensors()
+    detail = runner.get_input_details()[0]
+    runner.set_tensor(detail["index"], evaluate.quantize_input(image[None], detail))
+    return common.measure(runner.invoke, repeats=repeats, warmup=warmup)
+
+
+def main(argv=None):
+    arguments = common.parser(__doc__.splitlines()[0])
+    arguments.add_argument("--variants", nargs="+", default=["S/16", "B/16"])
+    arguments.add_argument("--formats", nargs="+", default=DEFAULT_FORMATS)
+    arguments.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    arguments.add_argument("--image-size", type=int, default=224)
+    arguments.add_argument("--cache-dir", default=os.path.join(common.RESULTS_DIR, "tflite"))
+    arguments.add_argument("--calibration-images", type=int, default=16)
+    arguments.add_argument("--fine-tune-steps", type=int, default=2, help="QAT steps (batch 2)")
+    arguments.add_argument("--convert-only", action="store_true", help="fill the cache, time nothing")
+    arguments.set_defaults(repeats=10, warmup=2)
+    args = arguments.parse_args(argv)
+    from export import evaluate
+
+    variants, image_size, num_classes = args.variants, args.image_size, 1000
+    if args.quick:
+        variants, image_size, num_classes = ["tiny"], common.TINY_IMAGE_SIZE, common.TINY_NUM_CLASSES
+        args.repeats, args.warmup, args.calibration_images, args.fine_tune_steps = 1, 1, 4, 1
+        args.cache_dir = os.path.join(args.results_dir, "tflite_quick")
+    for variant in variants:
+        records = convert_formats(variant, args.formats, image_size=image_size, num_classes=num_classes,
+                                  cache_dir=args.cache_dir, calibration_images=args.calibration_images,
+                                  fine_tune_steps=args.fine_tune_steps)
+        if args.convert_only:
+            continue
+        config = dict(common.TINY) if variant == "tiny" else None
+        if config is None:
+            from keras_mixer import get_variant
+
+            config = get_variant(variant)
+        forward = mixer_flops(**config, image_size=image_size, num_classes=num_classes)["forward"]
+        image = common.random_images(1, image_size, seed=2)[0]
+        for name, conversion in records.items():
+            path = os.path.join(conversion["directory"], f"{name}.tflite")
+            content = open(path, "rb").read()
+            float_ops = evaluate.float_ops(content)
+            for threads in args.threads:
+                seconds = latency_seconds(path, image, num_threads=threads, repeats=args.repeats,
+                                          warmup=args.warmup)
+                common.emit("tflite_latency", {
+                    "variant": variant, "format": name, "threads": threads, "image_size": image_size,
+                    "latency_ms": {key[:-2]: 1e3 * value for key, value in seconds.items() if key.endswith("_s")},
+                    "repeats": seconds["repeats"], "size_bytes": len(content),
+                    "gzip_size_bytes": len(gzip.compress(content, compresslevel=6)),
+                    "delegated_partitions": evaluate.delegated_partitions(content, num_threads=threads),
+                    "num_ops": len(evaluate.op_names(content)), "float_ops": len(float_ops),
+                    "forward_flops_per_image": forward,
+                    "achieved_gflops": forward / seconds["median_s"] / 1e9,
+                    "fraction_of_float32_peak": forward / seconds["median_s"] / (
+                        threads * common.machine()["mhz"] * 1e6 * PEAK_FLOPS_PER_CYCLE["float32"]),
+                    "convert_s": conversion["convert_s"],
+                    "convert_load_average_1min": conversion["load_average_1min"],
+                }, args)
+
+
+if __name__ == "__main__":
+    main()

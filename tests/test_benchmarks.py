@@ -1,0 +1,155 @@
+"""Smoke tests: every benchmark's --quick mode runs and prints measurements that add up.
+
+Speed is never asserted here (issue 5): the numbers are checked for shape and internal
+consistency, and the FLOP counts against a closed form written out independently below.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from benchmarks import common, flops, inference_throughput, patch_scaling, report, tflite_latency
+from benchmarks import train_throughput
+
+TINY_IMAGE = common.TINY_IMAGE_SIZE
+
+
+def run(module, capsys, results_dir, *extra):
+    """Runs `module.main(["--quick", ...])` and returns its JSON lines as dicts."""
+    module.main(["--quick", "--results-dir", str(results_dir), *extra])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert lines, f"{module.__name__} printed no JSON line"
+    return [json.loads(line) for line in lines]
+
+
+def tiny_forward_flops(image_size, patch=4, hidden=16, blocks=2, tokens_mlp=8, channels_mlp=32, classes=10):
+    """The tiny Mixer's matmul FLOPs, multiply-add by multiply-add, for one image."""
+    patches = (image_size // patch) ** 2
+    macs = patches * (patch * patch * 3) * hidden  # stem: one (P*P*3 -> C) product per patch
+    for _ in range(blocks):
+        macs += hidden * (patches * tokens_mlp + tokens_mlp * patches)  # token MLP per channel
+        macs += patches * (hidden * channels_mlp + channels_mlp * hidden)  # channel MLP per patch
+    macs += hidden * classes  # head on the pooled features
+    return 2 * macs
+
+
+def check_summary(summary, repeats=1):
+    assert summary["min_s"] <= summary["median_s"] <= summary["max_s"]
+    assert summary["repeats"] == repeats
+
+
+def check_rate(rate):
+    assert 0 < rate["min"] <= rate["median"] <= rate["max"]
+
+
+def test_flops_quick_matches_closed_form(capsys, tmp_path):
+    records = run(flops, capsys, tmp_path)
+    count = next(r for r in records if r["table"] == "flops")
+    forward = tiny_forward_flops(TINY_IMAGE)
+    stem = 2 * (TINY_IMAGE // 4) ** 2 * 4 * 4 * 3 * 16
+    assert count["forward"] == forward == 106_816
+    assert count["layer_count_forward"] == forward and count["layer_count_agrees"]
+    assert count["train_step"] == 3 * forward - stem
+    peaks = {r["precision"]: r for r in records if r["table"] == "peak"}
+    assert set(peaks) == {"float32", "mixed_bfloat16"}
+    assert peaks["mixed_bfloat16"]["peak_gflops"] == 16 * peaks["float32"]["peak_gflops"]
+    assert os.path.exists(tmp_path / "flops.jsonl")
+
+
+def test_b16_flops_match_timm_gmacs():
+    from keras_mixer import get_variant
+
+    # timm's model card for mixer_b16_224: 12.6 GMACs; the paper's B/16 at 224 has 196 patches.
+    count = flops.mixer_flops(**get_variant("B/16"), image_size=224, num_classes=1000)
+    assert count["num_patches"] == 196
+    assert round(count["forward"] / 2e9, 1) == 12.6
+
+
+def test_train_throughput_quick(capsys, tmp_path):
+    records = run(train_throughput, capsys, tmp_path, "--modes", "eager", "xla",
+                  "--precisions", "mixed_bfloat16", "--gelu-dtypes", "float32", "--batch-size", "4")
+    assert [(r["mode"], r["precision"], r["gelu_dtype"]) for r in records] == [
+        ("eager", "mixed_bfloat16", "float32"), ("xla", "mixed_bfloat16", "float32")]
+    forward = tiny_forward_flops(TINY_IMAGE)
+    for record in records:
+        check_summary(record["step"])
+        check_rate(record["images_per_s"])
+        assert record["images_per_s"]["median"] == pytest.approx(4 / record["step"]["median_s"])
+        assert record["train_flops_per_image"] == 3 * forward - 2 * 16 * 48 * 16
+        assert record["machine"]["cores"] >= 1 and record["quick"] is True
+    assert keras.mixed_precision.global_policy().name == "float32"  # the script restores it
+
+
+def test_inference_throughput_quick(capsys, tmp_path):
+    records = run(inference_throughput, capsys, tmp_path, "--modes", "graph", "--precisions", "float32",
+                  "--batch-sizes", "1", "4")
+    assert [r["batch_size"] for r in records] == [1, 4]
+    for record in records:
+        check_summary(record["batch"])
+        check_rate(record["images_per_s"])
+        assert record["latency_ms"] == pytest.approx(1e3 * record["batch"]["median_s"])
+        assert record["forward_flops_per_image"] == tiny_forward_flops(TINY_IMAGE)
+
+
+def test_patch_scaling_quick_is_linear_in_flops(capsys, tmp_path):
+    records = run(patch_scaling, capsys, tmp_path)
+    rows = [r for r in records if r["table"] == "patch_scaling"]
+    assert [r["num_patches"] for r in rows] == [(r["image_size"] // 4) ** 2 for r in rows]
+    for row in rows:
+        assert row["forward_flops_per_image"] == tiny_forward_flops(row["image_size"])
+    # Everything but the head (2 C K) is proportional to the number of patches (paper, Section 2).
+    per_patch = {(r["forward_flops_per_image"] - 2 * 16 * 10) / r["num_patches"] for r in rows}
+    assert len(per_patch) == 1
+    fit = next(r for r in records if r["table"] == "patch_scaling_fit")
+    assert fit["num_patches"] == [r["num_patches"] for r in rows]
+    assert 0.95 < fit["flops_exponent"] <= 1.0
+    assert np.isfinite(fit["time_exponent_all"])
+
+
+def test_tflite_latency_quick(capsys, tmp_path):
+    records = run(tflite_latency, capsys, tmp_path, "--formats", "fp32", "int8", "--threads", "1", "2")
+    assert {(r["format"], r["threads"]) for r in records} == {
+        ("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)}
+    for record in records:
+        path = tmp_path / "tflite_quick" / "tiny" / record["format"] / f"{record['format']}.tflite"
+        assert record["size_bytes"] == os.path.getsize(path)
+        assert record["latency_ms"]["min"] <= record["latency_ms"]["median"] <= record["latency_ms"]["max"]
+        assert record["delegated_partitions"] >= 1
+    by_format = {r["format"]: r for r in records}
+    assert by_format["int8"]["float_ops"] == 0  # integer end to end (export's contract)
+    assert by_format["fp32"]["float_ops"] == by_format["fp32"]["num_ops"]
+    assert by_format["int8"]["size_bytes"] < by_format["fp32"]["size_bytes"]
+
+
+def test_float32_gelu_is_the_same_function():
+    common.set_precision("float32")
+    shipped, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10)
+    fixed, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32")
+    fixed.set_weights(shipped.get_weights())
+    images = common.random_images(2, TINY_IMAGE)
+    np.testing.assert_allclose(fixed.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-6)
+    common.set_precision("mixed_bfloat16")
+    try:
+        mixed, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32")
+        gelus = [layer for layer in mixed.layers if type(layer).__name__ == "Activation"]
+        assert gelus and all(layer.compute_dtype == "float32" for layer in gelus)
+        dense = [layer for layer in mixed.layers if type(layer).__name__ == "Dense"]
+        assert all(layer.compute_dtype == "bfloat16" for layer in dense)
+    finally:
+        common.set_precision("float32")
+
+
+def test_report_renders_tables_and_small_pngs(capsys, tmp_path):
+    results = tmp_path / "results"
+    run(flops, capsys, results)
+    run(inference_throughput, capsys, results, "--modes", "graph", "--precisions", "float32")
+    run(patch_scaling, capsys, results)
+    report.main(["--quick", "--results-dir", str(results), "--docs-dir", str(tmp_path / "docs")])
+    text = capsys.readouterr().out
+    assert "### FLOPs per image" in text and "### Inference throughput" in text
+    assert "Fitted exponent" in text
+    for name in ("benchmarks_inference.png", "benchmarks_patch_scaling.png"):
+        assert 0 < os.path.getsize(tmp_path / "docs" / name) < 200_000
