@@ -49,42 +49,50 @@ class AccuracyBudgetError(RuntimeError):
 def load_source(source, config=None):
     """Loads a keras_mixer model and its run config from a run directory or a `.keras` file.
 
-    Returns `(model, config)`; `config` is the run's `config.json` dict, or None when there is
-    none (then the data must be passed to `convert` directly).
+    Args:
+        source: str or path (a run directory, local or gs://, or a `.keras` file), or a
+            keras_mixer.MlpMixer already in memory.
+        config: dict, path or None. The run config; defaults to `config.json` beside the model.
+
+    Returns `(model, config)`; `config` is None when there is none (then the data must be
+    passed to `convert` directly).
 
     Example:
     >>> model, config = load_source("runs/digits")
     """
-    source = os.fspath(source)
-    if os.path.isdir(source):
-        model_path = os.path.join(source, "model.keras")
-        config_path = os.path.join(source, "config.json")
+    config_path = None
+    if isinstance(source, keras.Model):
+        model, model_path = source, f"model {source.name!r}"
     else:
-        model_path = source
-        config_path = os.path.join(os.path.dirname(os.path.abspath(source)), "config.json")
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(
-            f"No model at {model_path!r}. SOURCE must be a training run directory holding "
-            "model.keras (and config.json), or a .keras file saved from a keras_mixer.MlpMixer."
-        )
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as error:
-        raise ValueError(
-            f"Could not load {model_path!r} as a Keras model ({type(error).__name__}: "
-            f"{str(error)[:300]}). Expected a .keras file saved from a keras_mixer.MlpMixer "
-            "(model.save('model.keras'))."
-        ) from None
+        # tf.io.gfile reads local paths and gs:// alike (TPU runs keep their run directory there).
+        source = os.fspath(source)
+        model_path = os.path.join(source, "model.keras") if tf.io.gfile.isdir(source) else source
+        config_path = os.path.join(os.path.dirname(model_path) or ".", "config.json")
+        if not tf.io.gfile.exists(model_path) or tf.io.gfile.isdir(model_path):
+            raise FileNotFoundError(
+                f"No model at {model_path!r}. SOURCE must be a training run directory holding "
+                "model.keras (and config.json), or a .keras file saved from a keras_mixer.MlpMixer."
+            )
+        try:
+            model = keras.saving.load_model(model_path, compile=False)
+        except Exception as error:
+            raise ValueError(
+                f"Could not load {model_path!r} as a Keras model ({type(error).__name__}: "
+                f"{str(error)[:300]}). Expected a .keras file saved from a keras_mixer.MlpMixer "
+                "(model.save('model.keras'))."
+            ) from None
     if not isinstance(model, MlpMixer):
         raise TypeError(
-            f"{model_path!r} holds a {type(model).__name__} ({model.name!r}), not a "
+            f"{model_path} holds a {type(model).__name__} ({model.name!r}), not a "
             "keras_mixer.MlpMixer. Export verifies the Mixer's graph op by op and quantizes it "
             "with its own LayerNorm config; save the model as keras_mixer.MlpMixer."
         )
     if isinstance(config, (str, os.PathLike)):
         config_path, config = os.fspath(config), None
-    if config is None and os.path.isfile(config_path):
-        with open(config_path) as file:
+        if not tf.io.gfile.exists(config_path):
+            raise FileNotFoundError(f"No run config at {config_path!r} (--config).")
+    if config is None and config_path and tf.io.gfile.exists(config_path):
+        with tf.io.gfile.GFile(config_path) as file:
             config = json.load(file)
     return model, config
 
@@ -260,10 +268,11 @@ def to_tflite(model, mode, representative_images=None, *, io_dtype="int8"):
             ) from None
 
 
-def _export_model(model, mode, name, data, settings, details):
+def _export_model(model, mode, data, settings, details):
     """The model the converter sees for `mode`: the Keras model, its integer-friendly
     rebuild, or a tfmot-optimized version of either (recording what tfmot did in `details`)."""
-    from export import optimize  # tfmot: imported only when a format needs it
+    if mode["optimize"]:
+        from export import optimize  # tfmot (and tf_keras): imported only when a format needs it
 
     layers = graph.integer_friendly(keras.layers) if mode["graph"] == "integer_friendly" else keras.layers
     if mode["optimize"] == "qat":
@@ -364,13 +373,7 @@ def convert(
     for name in formats:
         if name != SAVED_MODEL:
             get_mode(name)
-    if isinstance(source, keras.Model):
-        if not isinstance(source, MlpMixer):
-            graph.mixer_config(source)  # raises the not-a-Mixer error
-        model, config = source, config if not isinstance(config, (str, os.PathLike)) else \
-            json.load(open(config))
-    else:
-        model, config = load_source(source, config)
+    model, config = load_source(source, config)
     check_writable(out_dir)
     modes = {name: get_mode(name) for name in formats if name != SAVED_MODEL}
     data = {}
@@ -428,7 +431,7 @@ def convert(
             continue
         mode = modes[name]
         details = {}
-        export_model = _export_model(model, mode, name, data, settings, details)
+        export_model = _export_model(model, mode, data, settings, details)
         tflite = to_tflite(export_model, mode, data.get("representative"), io_dtype=io_dtype)
         evaluate.check_builtin_ops(tflite, name=f"{name}.tflite")
         measured = evaluate.evaluate_tflite(tflite, data["eval_images"], data["eval_labels"],
@@ -537,19 +540,18 @@ def chart(report, path):
     import matplotlib.pyplot as plt
 
     results = {name: r for name, r in report["formats"].items() if "latency_ms" in r}
-    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(12, 4.2))
     for name, result in results.items():
         top1 = 100 * result["top1"]
-        for axis, x in ((by_size, result["size_bytes"] / 1024), (by_latency, result["latency_ms"]["1"])):
-            axis.scatter(x, top1)
-            axis.annotate(name, (x, top1), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        by_size.scatter(result["size_bytes"] / 1024, top1, label=name)
+        by_latency.scatter(result["latency_ms"]["1"], top1, label=name)
     keras_top1 = 100 * report["evaluation"]["keras_top1"]
     for axis, label in ((by_size, "file size (KB)"), (by_latency, "latency, batch 1, 1 thread (ms)")):
         axis.axhline(keras_top1, color="gray", linestyle="--", linewidth=1, label="Keras model")
         axis.set_xlabel(label)
         axis.set_ylabel("top-1 accuracy in LiteRT (%)")
         axis.grid(alpha=0.3)
-        axis.legend(loc="lower right", fontsize=8)
+    by_latency.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     figure.suptitle(f"keras-mixer export: {report['source']}")
     figure.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))

@@ -6,6 +6,7 @@ the float ops left in an integer model, and how many partitions XNNPACK makes of
 """
 
 import gzip
+import os
 import time
 
 import numpy as np
@@ -170,7 +171,7 @@ def evaluate_tflite(model, images, labels, keras_logits, *, threads=(1, 2), late
     >>> evaluate_tflite(open("int8.tflite", "rb").read(), images, labels, model.predict(images))
     """
     model = model if isinstance(model, bytes) else open(model, "rb").read()
-    logits = predict_logits(model, images)
+    logits = predict_logits(model, images, num_threads=os.cpu_count())
     keras_logits = np.asarray(keras_logits, np.float32)
     labels = np.asarray(labels)
     difference = np.abs(logits - keras_logits)

@@ -235,6 +235,8 @@ def test_not_a_mixer_is_a_clear_error(tmp_path):
     other.save(tmp_path / "other.keras")
     with pytest.raises(TypeError, match="not a keras_mixer.MlpMixer"):
         convert(str(tmp_path / "other.keras"), str(tmp_path / "out"))
+    with pytest.raises(TypeError, match="not a keras_mixer.MlpMixer"):
+        convert(other, str(tmp_path / "out"))
     (tmp_path / "broken.keras").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="Could not load"):
         convert(str(tmp_path / "broken.keras"), str(tmp_path / "out"))
