@@ -274,12 +274,13 @@ def _export_model(model, mode, data, settings, details):
     if mode["optimize"]:
         from export import optimize  # tfmot (and tf_keras): imported only when a format needs it
 
-    layers = graph.integer_friendly(keras.layers) if mode["graph"] == "integer_friendly" else keras.layers
+    friendly = mode["graph"] == "integer_friendly"
+    layers = graph.integer_friendly(keras.layers) if friendly else keras.layers
     if mode["optimize"] == "qat":
         return optimize.quantization_aware_training(
             model, data["train"], steps=settings["fine_tune_steps"],
             learning_rate=settings["fine_tune_learning_rate"],
-            integer_friendly=mode["graph"] == "integer_friendly",
+            integer_friendly=friendly,
         )
     if mode["optimize"] == "prune":
         weights, reached = optimize.prune(
@@ -394,8 +395,9 @@ def convert(
     if any(mode["quantize"] == "full_integer" for mode in modes.values()):
         if representative_data is None:
             _check_config(config, source)
-            representative_data = _run_data(config, config.get("train_split", "train"),
-                                            training=False, batch_size=min(calibration_samples, 256))
+            representative_data = _run_data(
+                config, config.get("train_split", "train"), training=False,
+                batch_size=min(calibration_samples, 256))
         images, _ = as_arrays(representative_data, calibration_samples)
         check_images(images, model, "representative dataset")
         if len(images) < min_calibration_samples:
@@ -412,7 +414,8 @@ def convert(
                                    batch_size=FINE_TUNE_BATCH_SIZE)
         data["train"] = train_data
 
-    settings = dict(fine_tune_steps=fine_tune_steps, fine_tune_learning_rate=fine_tune_learning_rate,
+    settings = dict(fine_tune_steps=fine_tune_steps,
+                    fine_tune_learning_rate=fine_tune_learning_rate,
                     target_sparsity=target_sparsity, number_of_clusters=number_of_clusters)
     keras_top1 = float(np.mean(keras_logits.argmax(-1) == data["eval_labels"]))
     report = {
@@ -454,8 +457,8 @@ def convert(
 
     results = report["formats"]
     if "int8" in results and "qat_int8" in results:
-        report["qat_vs_ptq"] = {"ptq_top1": results["int8"]["top1"], "qat_top1": results["qat_int8"]["top1"],
-                                "qat_at_least_ptq": results["qat_int8"]["top1"] >= results["int8"]["top1"]}
+        ptq, qat = results["int8"]["top1"], results["qat_int8"]["top1"]
+        report["qat_vs_ptq"] = {"ptq_top1": ptq, "qat_top1": qat, "qat_at_least_ptq": qat >= ptq}
     failures = []
     if max_accuracy_drop is not None:
         for name, result in results.items():
@@ -463,8 +466,9 @@ def convert(
                 drop = 100.0 * (keras_top1 - result["top1"])
                 result["accuracy_drop_points"] = drop
                 if drop > max_accuracy_drop:
-                    failures.append(f"{name}: top-1 {100 * result['top1']:.2f}% is {drop:.2f} points "
-                                    f"below the Keras model's {100 * keras_top1:.2f}%")
+                    failures.append(
+                        f"{name}: top-1 {100 * result['top1']:.2f}% is {drop:.2f} points "
+                        f"below the Keras model's {100 * keras_top1:.2f}%")
     report["accuracy_budget_failures"] = failures
 
     write_atomically(os.path.join(out_dir, "labels.txt"),
@@ -510,7 +514,8 @@ def markdown_report(report):
         float_ops = (", ".join(sorted(set(result["float_ops"]))) or "none"
                      if result["io"]["input"]["dtype"] in ("int8", "uint8") else "(float model)")
         lines.append(
-            f"| {name} | {result['size_bytes'] / 1024:.1f} | {result['gzip_size_bytes'] / 1024:.1f} "
+            f"| {name} | {result['size_bytes'] / 1024:.1f} "
+            f"| {result['gzip_size_bytes'] / 1024:.1f} "
             f"| {100 * result['top1']:.2f} | {100 * result['agreement']:.2f} "
             f"| {result['max_logit_diff']:.3g} / {result['mean_logit_diff']:.3g} "
             f"| {latency.get('1', float('nan')):.3f} / {latency.get('2', float('nan')):.3f} "
@@ -521,7 +526,8 @@ def markdown_report(report):
         lines += ["", f"QAT top-1 {100 * comparison['qat_top1']:.2f}% vs int8 PTQ "
                       f"{100 * comparison['ptq_top1']:.2f}%."]
     if report["accuracy_budget_failures"]:
-        lines += ["", "**Outside the accuracy budget:** " + "; ".join(report["accuracy_budget_failures"])]
+        lines += ["", "**Outside the accuracy budget:** "
+                  + "; ".join(report["accuracy_budget_failures"])]
     lines += ["", "## Ops per model", ""]
     for name, result in report["formats"].items():
         if "op_counts" in result:
@@ -546,7 +552,8 @@ def chart(report, path):
         by_size.scatter(result["size_bytes"] / 1024, top1, label=name)
         by_latency.scatter(result["latency_ms"]["1"], top1, label=name)
     keras_top1 = 100 * report["evaluation"]["keras_top1"]
-    for axis, label in ((by_size, "file size (KB)"), (by_latency, "latency, batch 1, 1 thread (ms)")):
+    axes = ((by_size, "file size (KB)"), (by_latency, "latency, batch 1, 1 thread (ms)"))
+    for axis, label in axes:
         axis.axhline(keras_top1, color="gray", linestyle="--", linewidth=1, label="Keras model")
         axis.set_xlabel(label)
         axis.set_ylabel("top-1 accuracy in LiteRT (%)")
@@ -580,7 +587,7 @@ def main(argv=None):
                              f"(default: {SAVED_MODEL} {' '.join(DEFAULT_FORMATS)})")
     parser.add_argument("--config", help="run config.json, when SOURCE has none beside it")
     parser.add_argument("--io-dtype", choices=("int8", "uint8"), default="int8",
-                        help="input/output type of the full-integer models (uint8: raw camera pixels)")
+                        help="input/output type of full-integer models (uint8: raw camera pixels)")
     parser.add_argument("--max-accuracy-drop", type=float, default=None,
                         help="fail when a quantized model's top-1 drops more than this many points")
     parser.add_argument("--calibration-samples", type=int, default=300)

@@ -132,7 +132,8 @@ def predict_logits(model, images, *, num_threads=1):
     for image in np.asarray(images, np.float32):
         runner.set_tensor(input_detail["index"], quantize_input(image[None], input_detail))
         runner.invoke()
-        logits.append(dequantize_output(runner.get_tensor(output_detail["index"]), output_detail)[0])
+        output = runner.get_tensor(output_detail["index"])
+        logits.append(dequantize_output(output, output_detail)[0])
     return np.stack(logits)
 
 
@@ -141,7 +142,8 @@ def latency_ms(model, image, *, num_threads, runs=50, warmup=5):
     runner = interpreter(model, num_threads=num_threads)
     runner.allocate_tensors()
     input_detail = runner.get_input_details()[0]
-    runner.set_tensor(input_detail["index"], quantize_input(np.asarray(image, np.float32)[None], input_detail))
+    batch = quantize_input(np.asarray(image, np.float32)[None], input_detail)
+    runner.set_tensor(input_detail["index"], batch)
     for _ in range(warmup):
         runner.invoke()
     times = []

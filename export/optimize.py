@@ -157,7 +157,8 @@ def sparsity(weights_by_layer):
 
 
 def _kernels(tf_keras_model):
-    return [layer.kernel.numpy() for layer in tf_keras_model.layers if isinstance(layer, WEIGHT_LAYERS)]
+    return [layer.kernel.numpy() for layer in tf_keras_model.layers
+            if isinstance(layer, WEIGHT_LAYERS)]
 
 
 def prune(model, train_data, *, steps, target_sparsity=0.5, learning_rate=1e-4):

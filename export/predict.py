@@ -60,7 +60,8 @@ def predict(model_path, image_paths, *, labels=None, top=5):
     [[('7', 0.98)]]
     """
     if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"No model at {model_path!r}: expected a .tflite file from export.convert.")
+        raise FileNotFoundError(
+            f"No model at {model_path!r}: expected a .tflite file written by export.convert.")
     runner = evaluate.interpreter(model_path)
     _, height, width, channels = runner.get_input_details()[0]["shape"]
     names = load_labels(model_path, labels)
@@ -71,12 +72,14 @@ def predict(model_path, image_paths, *, labels=None, top=5):
     results = []
     for row in probabilities:
         best = np.argsort(-row)[:top]
-        results.append([(names[i] if names and i < len(names) else str(i), float(row[i])) for i in best])
+        results.append([(names[i] if names and i < len(names) else str(i), float(row[i]))
+                        for i in best])
     return results
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m export.predict",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help=".tflite file (labels.txt beside it names the classes)")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--labels", help="labels file (default: labels.txt beside the model)")

@@ -1,4 +1,4 @@
-"""export/: every format of a Mixer trained here on the digits, run in LiteRT, held to its Keras model.
+"""export/: every format of a Mixer trained here on the digits, run in LiteRT, held to Keras.
 
 One tiny Mixer (tests/conftest.py TINY, 8x8 digits, patch 4) is trained once per module
 through training.data.make_dataset and exported once to every default format; the tests
@@ -134,7 +134,8 @@ def test_integer_models_are_integer_end_to_end(exported):
             "ADD", "CONV_2D", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT",
             "SUB", "TRANSPOSE"}
     # The graph as Keras lowers it keeps a float NEG per LayerNorm (the 4b baseline).
-    assert formats["int8_keras_graph"]["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
+    baseline = formats["int8_keras_graph"]
+    assert baseline["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
 
 
 def test_integer_friendly_graph_cuts_xnnpack_partitions(exported):
@@ -142,7 +143,8 @@ def test_integer_friendly_graph_cuts_xnnpack_partitions(exported):
     assert formats["fp32"]["delegated_partitions"] == 1
     # Only int8 RSQRT (one per LayerNorm) stays outside XNNPACK: LayerNorms + 1 partitions.
     assert formats["int8"]["delegated_partitions"] == NUM_LAYER_NORMS + 1
-    assert formats["int8_keras_graph"]["delegated_partitions"] > formats["int8"]["delegated_partitions"]
+    before, after = formats["int8_keras_graph"], formats["int8"]
+    assert before["delegated_partitions"] > after["delegated_partitions"]
 
 
 def test_integer_friendly_graph_computes_the_same_function(run_dir, digits_test):
@@ -165,7 +167,8 @@ def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
     for integer_friendly in (False, True):
         twin = optimize.twin(model, images, integer_friendly=integer_friendly)
         assert isinstance(twin, tf_keras.Model)
-        np.testing.assert_allclose(twin(images).numpy(), model.predict(images, verbose=0), atol=1e-5)
+        np.testing.assert_allclose(twin(images).numpy(), model.predict(images, verbose=0),
+                                   atol=1e-5)
 
 
 def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
@@ -174,7 +177,8 @@ def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
     tflite = to_tflite(graph.rebuild(model, graph.integer_friendly(keras.layers)), "int8", images,
                        io_dtype="uint8")
     io = evaluate.io_details(tflite)
-    assert (io["input"]["dtype"], io["input"]["scale"], io["input"]["zero_point"]) == ("uint8", 1.0, 0)
+    layout = (io["input"]["dtype"], io["input"]["scale"], io["input"]["zero_point"])
+    assert layout == ("uint8", 1.0, 0)
     assert io["output"]["dtype"] == "uint8"
     assert evaluate.float_ops(tflite) == []
     logits = evaluate.predict_logits(tflite, images)
@@ -231,7 +235,8 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_not_a_mixer_is_a_clear_error(tmp_path):
-    other = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    other = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     other.save(tmp_path / "other.keras")
     with pytest.raises(TypeError, match="not a keras_mixer.MlpMixer"):
         convert(str(tmp_path / "other.keras"), str(tmp_path / "out"))
@@ -264,7 +269,8 @@ def test_flex_ops_are_refused_and_nothing_is_written(run_dir, digits_test, tmp_p
     serve = tf.function(lambda x: tf.strings.to_number(tf.strings.as_string(x)))
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function(tf.TensorSpec((1, 8, 8, 1), tf.float32))])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
     flex = converter.convert()
     with pytest.raises(evaluate.OpsError, match="not TFLite builtins: FlexAsString"):
         evaluate.check_builtin_ops(flex)
