@@ -1,7 +1,12 @@
 """Tables (Markdown) and plots (PNG) from the results the benchmarks appended.
 
     python -m benchmarks.report                      # prints the tables, writes docs/*.png
+    python -m benchmarks.report --write docs/benchmarks.md   # and fills the doc's tables
     python -m benchmarks.report --results-dir DIR --docs-dir DIR --quick
+
+With --write, each table replaces the text between `<!-- begin NAME -->` and
+`<!-- end NAME -->` in the given Markdown file (NAME: flops, train, inference, tflite,
+scaling, op_profile); the prose around them is left alone.
 
 For each measurement key (variant, mode, precision, ...) the latest line wins, so a rerun
 replaces a number rather than adding a row. Quick (smoke) lines are ignored unless --quick.
@@ -22,6 +27,7 @@ KEYS = {
     "tflite_latency": ("variant", "format", "threads", "image_size"),
     "patch_scaling": ("variant", "precision", "image_size", "batch_size"),
     "patch_scaling_fit": ("variant", "precision", "batch_size"),
+    "op_profile": ("variant", "precision", "gelu_dtype", "step", "batch_size", "image_size"),
 }
 
 
@@ -98,6 +104,30 @@ def scaling_table(records, fits):
                  f"**{fit['time_exponent_fit_range']:.2f}** on S >= {fit['min_patches_for_fit']} "
                  f"({fit['time_exponent_all']:.2f} on all sizes); FLOPs: {fit['flops_exponent']:.3f}.")
     return text
+
+
+def op_profile_table(records, top=6):
+    rows = []
+    for r in records:
+        ops = ", ".join(f"{op['op']} {100 * op['share']:.0f}%" for op in r["ops"][:top])
+        rows.append([r["variant"], r["precision"], r["gelu_dtype"], r["step"], r["batch_size"],
+                     f"{1e3 * r['wall']['median_s']:.0f}", f"{r['op_ms_total']:.0f}", ops,
+                     f"{r['machine']['load_average_1min']:.1f}"])
+    return markdown(["variant", "precision", "GELU dtype", "step", "batch", "wall ms", "sum of op ms",
+                     "largest op types (share of op time)", "load avg"], rows)
+
+
+def write_sections(path, sections):
+    """Replaces `<!-- begin NAME -->...<!-- end NAME -->` in the file at `path` for each section."""
+    import re
+
+    with open(path) as file:
+        text = file.read()
+    for name, body in sections.items():
+        pattern = re.compile(rf"(<!-- begin {name} -->\n).*?(<!-- end {name} -->)", re.S)
+        text = pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(2), text)
+    with open(path, "w") as file:
+        file.write(text)
 
 
 def plot_throughput(records, path, title):
@@ -177,29 +207,33 @@ def main(argv=None):
     arguments.add_argument("--results-dir", default=common.RESULTS_DIR)
     arguments.add_argument("--docs-dir", default=os.path.normpath(DOCS_DIR))
     arguments.add_argument("--quick", action="store_true", help="report the --quick lines")
+    arguments.add_argument("--write", help="Markdown file whose marked tables are replaced")
     args = arguments.parse_args(argv)
     os.makedirs(args.docs_dir, exist_ok=True)
     tables = {table: load(args.results_dir, table, args.quick) for table in KEYS}
-    sections = []
+    sections = {}
     if tables["flops"]:
-        sections.append("### FLOPs per image\n\n" + flops_table(tables["flops"]))
+        sections["flops"] = flops_table(tables["flops"])
     if tables["train_throughput"]:
-        sections.append("### Training throughput\n\n" + throughput_table(tables["train_throughput"], "training"))
+        sections["train"] = throughput_table(tables["train_throughput"], "training")
         plot_throughput(tables["train_throughput"], os.path.join(args.docs_dir, "benchmarks_training.png"),
                         "model.fit throughput (224x224)")
     if tables["inference_throughput"]:
-        sections.append("### Inference throughput\n\n" + throughput_table(tables["inference_throughput"], "inference"))
+        sections["inference"] = throughput_table(tables["inference_throughput"], "inference")
         plot_throughput(tables["inference_throughput"], os.path.join(args.docs_dir, "benchmarks_inference.png"),
                         "predict_on_batch throughput (224x224)")
     if tables["tflite_latency"]:
-        sections.append("### LiteRT latency\n\n" + tflite_table(tables["tflite_latency"]))
+        sections["tflite"] = tflite_table(tables["tflite_latency"])
         plot_tflite(tables["tflite_latency"], os.path.join(args.docs_dir, "benchmarks_tflite.png"))
     if tables["patch_scaling"]:
-        sections.append("### Cost against the number of patches\n\n"
-                        + scaling_table(tables["patch_scaling"], tables["patch_scaling_fit"]))
+        sections["scaling"] = scaling_table(tables["patch_scaling"], tables["patch_scaling_fit"])
         plot_scaling(tables["patch_scaling"], tables["patch_scaling_fit"],
                      os.path.join(args.docs_dir, "benchmarks_patch_scaling.png"))
-    print("\n\n".join(sections))
+    if tables["op_profile"]:
+        sections["op_profile"] = op_profile_table(tables["op_profile"])
+    print("\n\n".join(f"### {name}\n\n{body}" for name, body in sections.items()))
+    if args.write:
+        write_sections(args.write, sections)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,17 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks import common, flops, inference_throughput, patch_scaling, report, tflite_latency
-from benchmarks import train_throughput
+from benchmarks import common, flops, inference_throughput, op_profile, patch_scaling, report
+from benchmarks import tflite_latency, train_throughput
 
 TINY_IMAGE = common.TINY_IMAGE_SIZE
+
+
+@pytest.fixture(autouse=True)
+def float32_afterwards():
+    """The scripts set Keras's global dtype policy; never let one leak into other tests."""
+    yield
+    common.set_precision("float32")
 
 
 def run(module, capsys, results_dir, *extra):
@@ -124,6 +131,15 @@ def test_tflite_latency_quick(capsys, tmp_path):
     assert by_format["int8"]["size_bytes"] < by_format["fp32"]["size_bytes"]
 
 
+def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):
+    (record,) = run(op_profile, capsys, tmp_path, "--precision", "float32", "--step", "train")
+    kinds = {op["op"] for op in record["ops"]}
+    # The backward pass ran (a weight gradient of the stem), not only the forward matmuls.
+    assert any("Backprop" in kind or "BiasAddGrad" in kind for kind in kinds), kinds
+    assert sum(op["share"] for op in record["ops"]) <= 1.0 + 1e-9
+    check_summary(record["wall"])
+
+
 def test_float32_gelu_is_the_same_function():
     common.set_precision("float32")
     shipped, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10)
@@ -147,9 +163,15 @@ def test_report_renders_tables_and_small_pngs(capsys, tmp_path):
     run(flops, capsys, results)
     run(inference_throughput, capsys, results, "--modes", "graph", "--precisions", "float32")
     run(patch_scaling, capsys, results)
-    report.main(["--quick", "--results-dir", str(results), "--docs-dir", str(tmp_path / "docs")])
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- begin flops -->\nold\n<!-- end flops -->\nprose\n<!-- begin scaling -->\n<!-- end scaling -->\n")
+    for _ in range(2):  # rewriting is idempotent
+        report.main(["--quick", "--results-dir", str(results), "--docs-dir", str(tmp_path / "docs"),
+                     "--write", str(page)])
     text = capsys.readouterr().out
-    assert "### FLOPs per image" in text and "### Inference throughput" in text
-    assert "Fitted exponent" in text
+    assert "### flops" in text and "### inference" in text and "Fitted exponent" in text
+    written = page.read_text()
+    assert written.startswith("intro\n<!-- begin flops -->\n| variant |") and "old" not in written
+    assert written.count("<!-- end flops -->") == 1 and "prose" in written and "Fitted exponent" in written
     for name in ("benchmarks_inference.png", "benchmarks_patch_scaling.png"):
         assert 0 < os.path.getsize(tmp_path / "docs" / name) < 200_000
