@@ -28,18 +28,29 @@ TINY_NUM_CLASSES = 10
 def parser(description):
     """An ArgumentParser with the options every benchmark takes."""
     arguments = argparse.ArgumentParser(description=description)
-    arguments.add_argument("--quick", action="store_true",
-                           help="tiny config, one repeat: a smoke test, not a measurement")
+    arguments.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny config, one repeat: a smoke test, not a measurement",
+    )
     arguments.add_argument("--repeats", type=int, default=3, help="timed runs (median, min, max)")
-    arguments.add_argument("--warmup", type=int, default=1, help="untimed runs first (tracing, compiling)")
-    arguments.add_argument("--results-dir", default=RESULTS_DIR, help="where <table>.jsonl is appended")
+    arguments.add_argument(
+        "--warmup", type=int, default=1, help="untimed runs first (tracing, compiling)"
+    )
+    arguments.add_argument(
+        "--results-dir", default=RESULTS_DIR, help="where <table>.jsonl is appended"
+    )
     return arguments
 
 
 def summarize(seconds):
     """Median, min and max of a list of durations in seconds."""
-    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
-            "repeats": len(seconds)}
+    return {
+        "median_s": statistics.median(seconds),
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "repeats": len(seconds),
+    }
 
 
 def measure(run, *, repeats, warmup):
@@ -63,8 +74,11 @@ def measure(run, *, repeats, warmup):
 def rate(count, summary):
     """Items per second from a time summary: the median time gives the median rate, the
     slowest run the minimum rate and the fastest run the maximum."""
-    return {"median": count / summary["median_s"], "min": count / summary["max_s"],
-            "max": count / summary["min_s"]}
+    return {
+        "median": count / summary["median_s"],
+        "min": count / summary["max_s"],
+        "max": count / summary["min_s"],
+    }
 
 
 def machine():
@@ -87,10 +101,16 @@ def machine():
     except OSError:
         pass
     return {
-        "cpu": model_name, "cores": os.cpu_count(), "mhz": mhz,
-        "amx_bf16": "amx_bf16" in flags, "avx512f": "avx512f" in flags,
-        "load_average_1min": os.getloadavg()[0], "other_pytest_processes": _count_processes("pytest"),
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "cpu": model_name,
+        "cores": os.cpu_count(),
+        "mhz": mhz,
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512f": "avx512f" in flags,
+        "load_average_1min": os.getloadavg()[0],
+        "other_pytest_processes": _count_processes("pytest"),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
     }
 
 
@@ -111,17 +131,27 @@ def _count_processes(word):
 
 def git_commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=os.path.dirname(RESULTS_DIR), timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(RESULTS_DIR),
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def emit(table, record, args):
     """Prints `record` as one JSON line and appends it to `<results_dir>/<table>.jsonl`."""
-    record = {"table": table, **record, "quick": bool(args.quick),
-              "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "commit": git_commit(), "machine": machine()}
+    record = {
+        "table": table,
+        **record,
+        "quick": bool(args.quick),
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+    }
     line = json.dumps(record, sort_keys=False)
     print(line, flush=True)
     os.makedirs(args.results_dir, exist_ok=True)
@@ -180,4 +210,8 @@ def random_images(count, image_size, seed=0):
     """Float32 pixels in [0, 255], the model's input, shape (count, size, size, 3)."""
     import numpy as np
 
-    return np.random.default_rng(seed).uniform(0, 255, (count, image_size, image_size, 3)).astype("float32")
+    return (
+        np.random.default_rng(seed)
+        .uniform(0, 255, (count, image_size, image_size, 3))
+        .astype("float32")
+    )

@@ -40,8 +40,18 @@ def num_patches(image_size, patch_size):
     return (image_size // patch_size) ** 2
 
 
-def mixer_flops(*, patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_mlp_dim,
-                image_size, num_classes, num_channels=3, include_top=True):
+def mixer_flops(
+    *,
+    patch_size,
+    hidden_dim,
+    num_blocks,
+    tokens_mlp_dim,
+    channels_mlp_dim,
+    image_size,
+    num_classes,
+    num_channels=3,
+    include_top=True,
+):
     """Forward FLOPs per image from the architecture (the closed form above), by part.
 
     Example:
@@ -57,12 +67,23 @@ def mixer_flops(*, patch_size, hidden_dim, num_blocks, tokens_mlp_dim, channels_
     }
     forward = sum(parts.values())
     # LayerNorm (~8/element), GELU (~10/element), residual adds, biases, pooling: generous.
-    elementwise = num_blocks * (2 * 8 * tokens * channels + 10 * channels * tokens_mlp_dim
-                                + 10 * tokens * channels_mlp_dim + 2 * tokens * channels
-                                + 2 * channels * tokens_mlp_dim + 2 * tokens * channels_mlp_dim
-                                + channels * tokens + tokens * channels)
-    return {**parts, "forward": forward, "train_step": 3 * forward - parts["stem"],
-            "num_patches": tokens, "elementwise_estimate": elementwise}
+    elementwise = num_blocks * (
+        2 * 8 * tokens * channels
+        + 10 * channels * tokens_mlp_dim
+        + 10 * tokens * channels_mlp_dim
+        + 2 * tokens * channels
+        + 2 * channels * tokens_mlp_dim
+        + 2 * tokens * channels_mlp_dim
+        + channels * tokens
+        + tokens * channels
+    )
+    return {
+        **parts,
+        "forward": forward,
+        "train_step": 3 * forward - parts["stem"],
+        "num_patches": tokens,
+        "elementwise_estimate": elementwise,
+    }
 
 
 def layer_flops(model):
@@ -91,16 +112,26 @@ def peak_flops(precision, cores=None, mhz=None):
 
 def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
-    arguments.add_argument("--variants", nargs="+", default=["S/32", "S/16", "B/32", "B/16", "L/32", "L/16", "H/14"])
+    arguments.add_argument(
+        "--variants", nargs="+", default=["S/32", "S/16", "B/32", "B/16", "L/32", "L/16", "H/14"]
+    )
     arguments.add_argument("--image-size", type=int, default=224)
     arguments.add_argument("--num-classes", type=int, default=1000)
-    arguments.add_argument("--cross-check", nargs="*", default=["S/32", "S/16", "B/16"],
-                           help="variants whose Keras model is built to count its layers too")
+    arguments.add_argument(
+        "--cross-check",
+        nargs="*",
+        default=["S/32", "S/16", "B/16"],
+        help="variants whose Keras model is built to count its layers too",
+    )
     args = arguments.parse_args(argv)
     from keras_mixer import get_variant
 
     if args.quick:
-        variants, image_size, num_classes = ["tiny"], common.TINY_IMAGE_SIZE, common.TINY_NUM_CLASSES
+        variants, image_size, num_classes = (
+            ["tiny"],
+            common.TINY_IMAGE_SIZE,
+            common.TINY_NUM_CLASSES,
+        )
         cross_check = {"tiny"}
     else:
         variants, image_size, num_classes = args.variants, args.image_size, args.num_classes
@@ -109,8 +140,14 @@ def main(argv=None):
     for variant in variants:
         config = dict(common.TINY) if variant == "tiny" else get_variant(variant)
         flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
-        record = {"variant": variant, "image_size": image_size, "num_classes": num_classes,
-                  "config": config, **flops, "forward_gmacs": flops["forward"] / 2e9}
+        record = {
+            "variant": variant,
+            "image_size": image_size,
+            "num_classes": num_classes,
+            "config": config,
+            **flops,
+            "forward_gmacs": flops["forward"] / 2e9,
+        }
         if variant in cross_check:
             common.set_precision("float32")
             model, _ = common.build_model(variant, image_size=image_size, num_classes=num_classes)
@@ -119,9 +156,17 @@ def main(argv=None):
             record["parameters"] = model.count_params()
         common.emit("flops", record, args)
     for precision in PEAK_FLOPS_PER_CYCLE:
-        common.emit("peak", {"precision": precision, "flops_per_cycle_per_core": PEAK_FLOPS_PER_CYCLE[precision],
-                             "cores": info["cores"], "mhz": info["mhz"],
-                             "peak_gflops": peak_flops(precision) / 1e9}, args)
+        common.emit(
+            "peak",
+            {
+                "precision": precision,
+                "flops_per_cycle_per_core": PEAK_FLOPS_PER_CYCLE[precision],
+                "cores": info["cores"],
+                "mhz": info["mhz"],
+                "peak_gflops": peak_flops(precision) / 1e9,
+            },
+            args,
+        )
 
 
 if __name__ == "__main__":

@@ -24,39 +24,63 @@ def main(argv=None):
     arguments.add_argument("--variants", nargs="+", default=["S/32", "S/16", "B/16"])
     arguments.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     arguments.add_argument("--modes", nargs="+", choices=["graph", "xla"], default=["graph", "xla"])
-    arguments.add_argument("--precisions", nargs="+", choices=["float32", "mixed_bfloat16"],
-                           default=["float32", "mixed_bfloat16"])
-    arguments.add_argument("--gelu-dtypes", nargs="+", choices=["auto", "float32"], default=["auto"])
+    arguments.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["float32", "mixed_bfloat16"],
+        default=["float32", "mixed_bfloat16"],
+    )
+    arguments.add_argument(
+        "--gelu-dtypes", nargs="+", choices=["auto", "float32"], default=["auto"]
+    )
     arguments.add_argument("--image-size", type=int, default=224)
     args = arguments.parse_args(argv)
 
     variants, image_size, num_classes = args.variants, args.image_size, 1000
     if args.quick:
-        variants, image_size, num_classes = ["tiny"], common.TINY_IMAGE_SIZE, common.TINY_NUM_CLASSES
+        variants, image_size, num_classes = (
+            ["tiny"],
+            common.TINY_IMAGE_SIZE,
+            common.TINY_NUM_CLASSES,
+        )
         args.repeats, args.warmup = 1, 1
     for variant in variants:
         for precision in args.precisions:
             for gelu_dtype in args.gelu_dtypes:
                 common.set_precision(precision)
-                model, config = common.build_model(variant, image_size=image_size,
-                                                   num_classes=num_classes, gelu_dtype=gelu_dtype)
+                model, config = common.build_model(
+                    variant, image_size=image_size, num_classes=num_classes, gelu_dtype=gelu_dtype
+                )
                 flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
                 for mode in args.modes:
                     for batch_size in args.batch_sizes:
                         images = common.random_images(batch_size, image_size)
-                        seconds = inference_seconds(model, images, jit_compile=mode == "xla",
-                                                    repeats=args.repeats, warmup=args.warmup)
+                        seconds = inference_seconds(
+                            model,
+                            images,
+                            jit_compile=mode == "xla",
+                            repeats=args.repeats,
+                            warmup=args.warmup,
+                        )
                         achieved = batch_size * flops["forward"] / seconds["median_s"]
-                        common.emit("inference_throughput", {
-                            "variant": variant, "mode": mode, "precision": precision,
-                            "gelu_dtype": gelu_dtype, "batch_size": batch_size,
-                            "image_size": image_size, "batch": seconds,
-                            "images_per_s": common.rate(batch_size, seconds),
-                            "latency_ms": 1e3 * seconds["median_s"],
-                            "forward_flops_per_image": flops["forward"],
-                            "achieved_gflops": achieved / 1e9,
-                            "fraction_of_peak": achieved / peak_flops(precision),
-                        }, args)
+                        common.emit(
+                            "inference_throughput",
+                            {
+                                "variant": variant,
+                                "mode": mode,
+                                "precision": precision,
+                                "gelu_dtype": gelu_dtype,
+                                "batch_size": batch_size,
+                                "image_size": image_size,
+                                "batch": seconds,
+                                "images_per_s": common.rate(batch_size, seconds),
+                                "latency_ms": 1e3 * seconds["median_s"],
+                                "forward_flops_per_image": flops["forward"],
+                                "achieved_gflops": achieved / 1e9,
+                                "fraction_of_peak": achieved / peak_flops(precision),
+                            },
+                            args,
+                        )
     common.set_precision("float32")
 
 

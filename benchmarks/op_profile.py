@@ -25,7 +25,9 @@ def traced_graph(model, batch_size, image_size, step, num_classes):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     forward = tf.function(lambda images: model(images, training=False))
-    concrete = forward.get_concrete_function(tf.TensorSpec((batch_size, image_size, image_size, 3), tf.float32))
+    concrete = forward.get_concrete_function(
+        tf.TensorSpec((batch_size, image_size, image_size, 3), tf.float32)
+    )
     frozen = convert_variables_to_constants_v2(concrete)
     graph = tf.Graph()
     with graph.as_default():
@@ -35,12 +37,21 @@ def traced_graph(model, batch_size, image_size, step, num_classes):
         fetch = logits
         if step == "train":
             labels = tf.compat.v1.placeholder(tf.int32, (batch_size,), name="labels")
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=labels, logits=tf.cast(logits, tf.float32)))
-            weights = [op.outputs[0] for op in graph.get_operations()
-                       if op.type == "Const" and op.outputs[0].dtype == tf.float32
-                       and op.outputs[0].shape.rank and op.outputs[0].shape.num_elements() >= num_classes
-                       and op.outputs[0].shape.rank <= 4 and "shape" not in op.name.lower()]
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=labels, logits=tf.cast(logits, tf.float32)
+                )
+            )
+            weights = [
+                op.outputs[0]
+                for op in graph.get_operations()
+                if op.type == "Const"
+                and op.outputs[0].dtype == tf.float32
+                and op.outputs[0].shape.rank
+                and op.outputs[0].shape.num_elements() >= num_classes
+                and op.outputs[0].shape.rank <= 4
+                and "shape" not in op.name.lower()
+            ]
             # Fetch the gradients themselves: Grappler prunes work reachable only through
             # control dependencies (a tf.group), which would leave nothing to trace.
             fetch = [g for g in tf.gradients(loss, weights) if g is not None]
@@ -61,13 +72,21 @@ def profile(graph, images_tensor, fetch, images, labels, repeats, warmup):
         for _ in range(repeats):
             metadata = tf.compat.v1.RunMetadata()
             start = time.perf_counter()
-            session.run(fetch, feeds, options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
-                        run_metadata=metadata)
+            session.run(
+                fetch,
+                feeds,
+                options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
+                run_metadata=metadata,
+            )
             walls.append(time.perf_counter() - start)
             for device in metadata.step_stats.dev_stats:
                 for node in device.node_stats:
                     label = node.timeline_label
-                    kind = label.split("=", 1)[1].split("(")[0].strip() if "=" in label else node.node_name
+                    kind = (
+                        label.split("=", 1)[1].split("(")[0].strip()
+                        if "=" in label
+                        else node.node_name
+                    )
                     totals[kind] += node.op_end_rel_micros
     return {kind: micros / repeats for kind, micros in totals.items()}, common.summarize(walls)
 
@@ -75,7 +94,9 @@ def profile(graph, images_tensor, fetch, images, labels, repeats, warmup):
 def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument("--variant", default="S/16")
-    arguments.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="mixed_bfloat16")
+    arguments.add_argument(
+        "--precision", choices=["float32", "mixed_bfloat16"], default="mixed_bfloat16"
+    )
     arguments.add_argument("--gelu-dtype", choices=["auto", "float32"], default="auto")
     arguments.add_argument("--step", choices=["forward", "train"], default="train")
     arguments.add_argument("--batch-size", type=int, default=8)
@@ -89,19 +110,36 @@ def main(argv=None):
         variant, image_size, num_classes = "tiny", common.TINY_IMAGE_SIZE, common.TINY_NUM_CLASSES
         args.repeats, args.warmup = 1, 1
     common.set_precision(args.precision)
-    model, _ = common.build_model(variant, image_size=image_size, num_classes=num_classes, gelu_dtype=args.gelu_dtype)
-    graph, images_tensor, fetch, step = traced_graph(model, args.batch_size, image_size, args.step, num_classes)
+    model, _ = common.build_model(
+        variant, image_size=image_size, num_classes=num_classes, gelu_dtype=args.gelu_dtype
+    )
+    graph, images_tensor, fetch, step = traced_graph(
+        model, args.batch_size, image_size, args.step, num_classes
+    )
     images = common.random_images(args.batch_size, image_size)
-    labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32") if step == "train" else None
+    labels = (
+        np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32")
+        if step == "train"
+        else None
+    )
     micros, wall = profile(graph, images_tensor, fetch, images, labels, args.repeats, args.warmup)
     total = sum(micros.values())
-    top = sorted(micros.items(), key=lambda item: -item[1])[:args.top]
-    common.emit("op_profile", {
-        "variant": variant, "precision": args.precision, "gelu_dtype": args.gelu_dtype, "step": step,
-        "batch_size": args.batch_size, "image_size": image_size, "wall": wall,
-        "op_ms_total": total / 1e3,
-        "ops": [{"op": kind, "ms": value / 1e3, "share": value / total} for kind, value in top],
-    }, args)
+    top = sorted(micros.items(), key=lambda item: -item[1])[: args.top]
+    common.emit(
+        "op_profile",
+        {
+            "variant": variant,
+            "precision": args.precision,
+            "gelu_dtype": args.gelu_dtype,
+            "step": step,
+            "batch_size": args.batch_size,
+            "image_size": image_size,
+            "wall": wall,
+            "op_ms_total": total / 1e3,
+            "ops": [{"op": kind, "ms": value / 1e3, "share": value / total} for kind, value in top],
+        },
+        args,
+    )
     common.set_precision("float32")
 
 

@@ -27,8 +27,9 @@ def fitted_exponent(num_patches, values):
 def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument("--variant", default="S/16")
-    arguments.add_argument("--image-sizes", nargs="+", type=int,
-                           default=[64, 96, 128, 160, 192, 224, 256, 320, 384])
+    arguments.add_argument(
+        "--image-sizes", nargs="+", type=int, default=[64, 96, 128, 160, 192, 224, 256, 320, 384]
+    )
     arguments.add_argument("--batch-size", type=int, default=8)
     arguments.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
     arguments.add_argument("--min-patches-for-fit", type=int, default=64)
@@ -43,26 +44,47 @@ def main(argv=None):
         common.set_precision(args.precision)
         model, config = common.build_model(variant, image_size=image_size, num_classes=num_classes)
         images = common.random_images(args.batch_size, image_size)
-        seconds = inference_seconds(model, images, jit_compile=False, repeats=args.repeats, warmup=args.warmup)
+        seconds = inference_seconds(
+            model, images, jit_compile=False, repeats=args.repeats, warmup=args.warmup
+        )
         flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
-        per_image = {key: value / args.batch_size for key, value in seconds.items() if key.endswith("_s")}
+        per_image = {
+            key: value / args.batch_size for key, value in seconds.items() if key.endswith("_s")
+        }
         rows.append((flops["num_patches"], per_image["median_s"], flops["forward"]))
-        common.emit("patch_scaling", {
-            "variant": variant, "precision": args.precision, "batch_size": args.batch_size,
-            "image_size": image_size, "patch_size": config["patch_size"],
-            "num_patches": flops["num_patches"], "seconds_per_image": per_image,
-            "forward_flops_per_image": flops["forward"],
-            "achieved_gflops": flops["forward"] / per_image["median_s"] / 1e9,
-        }, args)
+        common.emit(
+            "patch_scaling",
+            {
+                "variant": variant,
+                "precision": args.precision,
+                "batch_size": args.batch_size,
+                "image_size": image_size,
+                "patch_size": config["patch_size"],
+                "num_patches": flops["num_patches"],
+                "seconds_per_image": per_image,
+                "forward_flops_per_image": flops["forward"],
+                "achieved_gflops": flops["forward"] / per_image["median_s"] / 1e9,
+            },
+            args,
+        )
     fit = [row for row in rows if row[0] >= args.min_patches_for_fit]
-    common.emit("patch_scaling_fit", {
-        "variant": variant, "precision": args.precision, "batch_size": args.batch_size,
-        "image_sizes": sizes, "num_patches": [row[0] for row in rows],
-        "time_exponent_all": fitted_exponent([r[0] for r in rows], [r[1] for r in rows]),
-        "time_exponent_fit_range": fitted_exponent([r[0] for r in fit], [r[1] for r in fit]) if len(fit) > 1 else None,
-        "min_patches_for_fit": args.min_patches_for_fit,
-        "flops_exponent": fitted_exponent([r[0] for r in rows], [r[2] for r in rows]),
-    }, args)
+    common.emit(
+        "patch_scaling_fit",
+        {
+            "variant": variant,
+            "precision": args.precision,
+            "batch_size": args.batch_size,
+            "image_sizes": sizes,
+            "num_patches": [row[0] for row in rows],
+            "time_exponent_all": fitted_exponent([r[0] for r in rows], [r[1] for r in rows]),
+            "time_exponent_fit_range": fitted_exponent([r[0] for r in fit], [r[1] for r in fit])
+            if len(fit) > 1
+            else None,
+            "min_patches_for_fit": args.min_patches_for_fit,
+            "flops_exponent": fitted_exponent([r[0] for r in rows], [r[2] for r in rows]),
+        },
+        args,
+    )
     common.set_precision("float32")
 
 

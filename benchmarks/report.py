@@ -23,7 +23,14 @@ DOCS_DIR = os.path.join(os.path.dirname(common.RESULTS_DIR), "..", "docs")
 KEYS = {
     "flops": ("variant", "image_size"),
     "train_throughput": ("variant", "precision", "mode", "gelu_dtype", "batch_size", "image_size"),
-    "inference_throughput": ("variant", "precision", "mode", "gelu_dtype", "batch_size", "image_size"),
+    "inference_throughput": (
+        "variant",
+        "precision",
+        "mode",
+        "gelu_dtype",
+        "batch_size",
+        "image_size",
+    ),
     "tflite_latency": ("variant", "format", "threads", "image_size"),
     "patch_scaling": ("variant", "precision", "image_size", "batch_size"),
     "patch_scaling_fit": ("variant", "precision", "batch_size"),
@@ -48,8 +55,8 @@ def load(results_dir, table, quick=False):
 
 def spread(summary, scale=1.0, digits=1):
     """'median (min-max)' of a {median, min, max} dict."""
-    f = f"{{:.{digits}f}}"
-    return f"{f.format(summary['median'] * scale)} ({f.format(summary['min'] * scale)}–{f.format(summary['max'] * scale)})"
+    median, low, high = (f"{summary[key] * scale:.{digits}f}" for key in ("median", "min", "max"))
+    return f"{median} ({low}–{high})"
 
 
 def markdown(header, rows):
@@ -60,21 +67,60 @@ def markdown(header, rows):
 
 def flops_table(records):
     return markdown(
-        ["variant", "patches", "forward GFLOPs/image", "GMACs", "training GFLOPs/image",
-         "Keras layer count agrees", "parameters"],
-        [[r["variant"], r["num_patches"], f"{r['forward'] / 1e9:.2f}", f"{r['forward_gmacs']:.2f}",
-          f"{r['train_step'] / 1e9:.2f}", {True: "yes", False: "NO"}.get(r.get("layer_count_agrees"), "–"),
-          f"{r['parameters']:,}" if r.get("parameters") else "–"] for r in records])
+        [
+            "variant",
+            "patches",
+            "forward GFLOPs/image",
+            "GMACs",
+            "training GFLOPs/image",
+            "Keras layer count agrees",
+            "parameters",
+        ],
+        [
+            [
+                r["variant"],
+                r["num_patches"],
+                f"{r['forward'] / 1e9:.2f}",
+                f"{r['forward_gmacs']:.2f}",
+                f"{r['train_step'] / 1e9:.2f}",
+                {True: "yes", False: "NO"}.get(r.get("layer_count_agrees"), "–"),
+                f"{r['parameters']:,}" if r.get("parameters") else "–",
+            ]
+            for r in records
+        ],
+    )
 
 
 def throughput_table(records, what):
     rows = []
     for r in records:
-        rows.append([r["variant"], r["precision"], r["mode"], r["gelu_dtype"], r["batch_size"],
-                     spread(r["images_per_s"], digits=2), f"{r['achieved_gflops']:.0f}",
-                     f"{100 * r['fraction_of_peak']:.1f}%", f"{r['machine']['load_average_1min']:.1f}"])
-    return markdown(["variant", "precision", "mode", "GELU dtype", "batch", f"{what} images/s median (min–max)",
-                     "GFLOP/s", "% of peak", "load avg"], rows)
+        rows.append(
+            [
+                r["variant"],
+                r["precision"],
+                r["mode"],
+                r["gelu_dtype"],
+                r["batch_size"],
+                spread(r["images_per_s"], digits=2),
+                f"{r['achieved_gflops']:.0f}",
+                f"{100 * r['fraction_of_peak']:.1f}%",
+                f"{r['machine']['load_average_1min']:.1f}",
+            ]
+        )
+    return markdown(
+        [
+            "variant",
+            "precision",
+            "mode",
+            "GELU dtype",
+            "batch",
+            f"{what} images/s median (min–max)",
+            "GFLOP/s",
+            "% of peak",
+            "load avg",
+        ],
+        rows,
+    )
 
 
 def tflite_table(records):
@@ -84,25 +130,60 @@ def tflite_table(records):
     rows = []
     for (variant, name), threads in by_format.items():
         first = next(iter(threads.values()))
-        cells = [variant, name, f"{first['size_bytes'] / 1e6:.1f}", f"{first['gzip_size_bytes'] / 1e6:.1f}",
-                 first["delegated_partitions"], first["float_ops"]]
+        cells = [
+            variant,
+            name,
+            f"{first['size_bytes'] / 1e6:.1f}",
+            f"{first['gzip_size_bytes'] / 1e6:.1f}",
+            first["delegated_partitions"],
+            first["float_ops"],
+        ]
         for count in (1, 2):
-            cells.append(spread(threads[count]["latency_ms"], digits=1) if count in threads else "–")
+            cells.append(
+                spread(threads[count]["latency_ms"], digits=1) if count in threads else "–"
+            )
         cells.append(f"{threads[min(threads)]['achieved_gflops']:.0f}")
         cells.append(f"{first['convert_s']:.0f}")
         rows.append(cells)
-    return markdown(["variant", "format", "MB", "gzip MB", "XNNPACK partitions", "float ops",
-                     "1 thread ms median (min–max)", "2 threads ms", "GFLOP/s (1 thread)", "convert s"], rows)
+    return markdown(
+        [
+            "variant",
+            "format",
+            "MB",
+            "gzip MB",
+            "XNNPACK partitions",
+            "float ops",
+            "1 thread ms median (min–max)",
+            "2 threads ms",
+            "GFLOP/s (1 thread)",
+            "convert s",
+        ],
+        rows,
+    )
 
 
 def scaling_table(records, fits):
-    rows = [[r["image_size"], r["num_patches"], spread({k[:-2]: v for k, v in r["seconds_per_image"].items()}, 1e3, 1),
-             f"{r['forward_flops_per_image'] / 1e9:.2f}", f"{r['achieved_gflops']:.0f}"] for r in records]
-    text = markdown(["image size", "patches S", "ms per image median (min–max)", "GFLOPs/image", "GFLOP/s"], rows)
+    rows = [
+        [
+            r["image_size"],
+            r["num_patches"],
+            spread({k[:-2]: v for k, v in r["seconds_per_image"].items()}, 1e3, 1),
+            f"{r['forward_flops_per_image'] / 1e9:.2f}",
+            f"{r['achieved_gflops']:.0f}",
+        ]
+        for r in records
+    ]
+    text = markdown(
+        ["image size", "patches S", "ms per image median (min–max)", "GFLOPs/image", "GFLOP/s"],
+        rows,
+    )
     for fit in fits:
-        text += (f"\n\nFitted exponent of time per image against S ({fit['variant']}, {fit['precision']}): "
-                 f"**{fit['time_exponent_fit_range']:.2f}** on S >= {fit['min_patches_for_fit']} "
-                 f"({fit['time_exponent_all']:.2f} on all sizes); FLOPs: {fit['flops_exponent']:.3f}.")
+        text += (
+            f"\n\nFitted exponent of time per image against S "
+            f"({fit['variant']}, {fit['precision']}): "
+            f"**{fit['time_exponent_fit_range']:.2f}** on S >= {fit['min_patches_for_fit']} "
+            f"({fit['time_exponent_all']:.2f} on all sizes); FLOPs: {fit['flops_exponent']:.3f}."
+        )
     return text
 
 
@@ -110,11 +191,33 @@ def op_profile_table(records, top=6):
     rows = []
     for r in records:
         ops = ", ".join(f"{op['op']} {100 * op['share']:.0f}%" for op in r["ops"][:top])
-        rows.append([r["variant"], r["precision"], r["gelu_dtype"], r["step"], r["batch_size"],
-                     f"{1e3 * r['wall']['median_s']:.0f}", f"{r['op_ms_total']:.0f}", ops,
-                     f"{r['machine']['load_average_1min']:.1f}"])
-    return markdown(["variant", "precision", "GELU dtype", "step", "batch", "wall ms", "sum of op ms",
-                     "largest op types (share of op time)", "load avg"], rows)
+        rows.append(
+            [
+                r["variant"],
+                r["precision"],
+                r["gelu_dtype"],
+                r["step"],
+                r["batch_size"],
+                f"{1e3 * r['wall']['median_s']:.0f}",
+                f"{r['op_ms_total']:.0f}",
+                ops,
+                f"{r['machine']['load_average_1min']:.1f}",
+            ]
+        )
+    return markdown(
+        [
+            "variant",
+            "precision",
+            "GELU dtype",
+            "step",
+            "batch",
+            "wall ms",
+            "sum of op ms",
+            "largest op types (share of op time)",
+            "load avg",
+        ],
+        rows,
+    )
 
 
 def write_sections(path, sections):
@@ -124,8 +227,10 @@ def write_sections(path, sections):
     with open(path) as file:
         text = file.read()
     for name, body in sections.items():
-        pattern = re.compile(rf"(<!-- begin {name} -->\n).*?(<!-- end {name} -->)", re.S)
-        text = pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(2), text)
+        pattern = re.compile(rf"(<!-- begin {name} -->\n).*?(<!-- end {name} -->)", re.DOTALL)
+        text = pattern.sub(
+            lambda match, body=body: match.group(1) + body + "\n" + match.group(2), text
+        )
     with open(path, "w") as file:
         file.write(text)
 
@@ -136,11 +241,16 @@ def plot_throughput(records, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['variant']}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}"
-              + ("\nGELU f32" if r["gelu_dtype"] == "float32" else "") for r in records]
+    labels = [
+        f"{r['variant']}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}"
+        + ("\nGELU f32" if r["gelu_dtype"] == "float32" else "")
+        for r in records
+    ]
     medians = [r["images_per_s"]["median"] for r in records]
-    errors = [[m - r["images_per_s"]["min"] for m, r in zip(medians, records)],
-              [r["images_per_s"]["max"] - m for m, r in zip(medians, records)]]
+    errors = [
+        [m - r["images_per_s"]["min"] for m, r in zip(medians, records)],
+        [r["images_per_s"]["max"] - m for m, r in zip(medians, records)],
+    ]
     figure, axes = plt.subplots(figsize=(max(6, 0.55 * len(records)), 4))
     axes.bar(range(len(records)), medians, yerr=errors, capsize=2, color="tab:blue")
     axes.set_xticks(range(len(records)), labels, fontsize=6)
@@ -160,11 +270,20 @@ def plot_tflite(records, path):
     figure, axes = plt.subplots(figsize=(7, 4.5))
     markers = {1: "o", 2: "s"}
     for r in records:
-        axes.scatter(r["size_bytes"] / 1e6, r["latency_ms"]["median"], marker=markers.get(r["threads"], "x"),
-                     color="tab:blue" if r["variant"].startswith("S") else "tab:orange")
+        axes.scatter(
+            r["size_bytes"] / 1e6,
+            r["latency_ms"]["median"],
+            marker=markers.get(r["threads"], "x"),
+            color="tab:blue" if r["variant"].startswith("S") else "tab:orange",
+        )
         if r["threads"] == 1:
-            axes.annotate(f"{r['variant']} {r['format']}", (r["size_bytes"] / 1e6, r["latency_ms"]["median"]),
-                          fontsize=6, xytext=(3, 3), textcoords="offset points")
+            axes.annotate(
+                f"{r['variant']} {r['format']}",
+                (r["size_bytes"] / 1e6, r["latency_ms"]["median"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("file size (MB)")
@@ -190,7 +309,7 @@ def plot_scaling(records, fits, path):
         fit = fits[-1]
         keep = patches >= fit["min_patches_for_fit"]
         slope, intercept = np.polyfit(np.log(patches[keep]), np.log(times[keep]), 1)
-        axes.loglog(patches, np.exp(intercept) * patches ** slope, "--", label=f"fit: S^{slope:.2f}")
+        axes.loglog(patches, np.exp(intercept) * patches**slope, "--", label=f"fit: S^{slope:.2f}")
         anchor = times[keep][-1] / patches[keep][-1]
         axes.loglog(patches, anchor * patches, ":", label="linear (S^1)")
     axes.set_xlabel("number of patches S")
@@ -216,19 +335,28 @@ def main(argv=None):
         sections["flops"] = flops_table(tables["flops"])
     if tables["train_throughput"]:
         sections["train"] = throughput_table(tables["train_throughput"], "training")
-        plot_throughput(tables["train_throughput"], os.path.join(args.docs_dir, "benchmarks_training.png"),
-                        "model.fit throughput (224x224)")
+        plot_throughput(
+            tables["train_throughput"],
+            os.path.join(args.docs_dir, "benchmarks_training.png"),
+            "model.fit throughput (224x224)",
+        )
     if tables["inference_throughput"]:
         sections["inference"] = throughput_table(tables["inference_throughput"], "inference")
-        plot_throughput(tables["inference_throughput"], os.path.join(args.docs_dir, "benchmarks_inference.png"),
-                        "predict_on_batch throughput (224x224)")
+        plot_throughput(
+            tables["inference_throughput"],
+            os.path.join(args.docs_dir, "benchmarks_inference.png"),
+            "predict_on_batch throughput (224x224)",
+        )
     if tables["tflite_latency"]:
         sections["tflite"] = tflite_table(tables["tflite_latency"])
         plot_tflite(tables["tflite_latency"], os.path.join(args.docs_dir, "benchmarks_tflite.png"))
     if tables["patch_scaling"]:
         sections["scaling"] = scaling_table(tables["patch_scaling"], tables["patch_scaling_fit"])
-        plot_scaling(tables["patch_scaling"], tables["patch_scaling_fit"],
-                     os.path.join(args.docs_dir, "benchmarks_patch_scaling.png"))
+        plot_scaling(
+            tables["patch_scaling"],
+            tables["patch_scaling_fit"],
+            os.path.join(args.docs_dir, "benchmarks_patch_scaling.png"),
+        )
     if tables["op_profile"]:
         sections["op_profile"] = op_profile_table(tables["op_profile"])
     print("\n\n".join(f"### {name}\n\n{body}" for name, body in sections.items()))

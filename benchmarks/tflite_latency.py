@@ -37,15 +37,21 @@ def random_mixer(variant, image_size, num_classes, seed=0):
 
     keras.utils.set_random_seed(seed)
     config = dict(common.TINY) if variant == "tiny" else None
-    model = (MlpMixer(**config, num_classes=num_classes, image_size=image_size) if config
-             else MlpMixer.from_variant(variant, num_classes=num_classes, image_size=image_size))
+    model = (
+        MlpMixer(**config, num_classes=num_classes, image_size=image_size)
+        if config
+        else MlpMixer.from_variant(variant, num_classes=num_classes, image_size=image_size)
+    )
     head = model.get_layer("head")
-    head.kernel.assign(np.random.default_rng(seed).normal(0, 0.02, head.kernel.shape).astype("float32"))
+    head.kernel.assign(
+        np.random.default_rng(seed).normal(0, 0.02, head.kernel.shape).astype("float32")
+    )
     return model
 
 
-def convert_formats(variant, formats, *, image_size, num_classes, cache_dir, calibration_images,
-                    fine_tune_steps):
+def convert_formats(
+    variant, formats, *, image_size, num_classes, cache_dir, calibration_images, fine_tune_steps
+):
     """Converts the missing formats into the cache; returns {format: conversion record}."""
     import numpy as np
     import tensorflow as tf
@@ -61,17 +67,36 @@ def convert_formats(variant, formats, *, image_size, num_classes, cache_dir, cal
                 model = random_mixer(variant, image_size, num_classes)
             images = common.random_images(calibration_images, image_size, seed=1)
             labels = np.random.default_rng(1).integers(0, num_classes, calibration_images)
-            train = tf.data.Dataset.from_tensor_slices((images, labels.astype("int32"))).batch(2).repeat()
+            train = (
+                tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+                .batch(2)
+                .repeat()
+            )
             start = time.perf_counter()
             convert.convert(
-                model, directory, [name], representative_data=images, eval_data=(images[:2], labels[:2]),
-                train_data=train, fine_tune_steps=fine_tune_steps, calibration_samples=calibration_images,
-                min_calibration_samples=1, eval_samples=2, latency_runs=1)
+                model,
+                directory,
+                [name],
+                representative_data=images,
+                eval_data=(images[:2], labels[:2]),
+                train_data=train,
+                fine_tune_steps=fine_tune_steps,
+                calibration_samples=calibration_images,
+                min_calibration_samples=1,
+                eval_samples=2,
+                latency_runs=1,
+            )
             seconds = time.perf_counter() - start
             with open(record_path, "w") as file:
-                json.dump({"convert_s": seconds, "load_average_1min": os.getloadavg()[0],
-                           "calibration_images": calibration_images,
-                           "fine_tune_steps": fine_tune_steps}, file)
+                json.dump(
+                    {
+                        "convert_s": seconds,
+                        "load_average_1min": os.getloadavg()[0],
+                        "calibration_images": calibration_images,
+                        "fine_tune_steps": fine_tune_steps,
+                    },
+                    file,
+                )
         with open(record_path) as file:
             records[name] = {"directory": directory, **json.load(file)}
     return records
@@ -97,20 +122,32 @@ def main(argv=None):
     arguments.add_argument("--cache-dir", default=os.path.join(common.RESULTS_DIR, "tflite"))
     arguments.add_argument("--calibration-images", type=int, default=16)
     arguments.add_argument("--fine-tune-steps", type=int, default=2, help="QAT steps (batch 2)")
-    arguments.add_argument("--convert-only", action="store_true", help="fill the cache, time nothing")
+    arguments.add_argument(
+        "--convert-only", action="store_true", help="fill the cache, time nothing"
+    )
     arguments.set_defaults(repeats=10, warmup=2)
     args = arguments.parse_args(argv)
     from export import evaluate
 
     variants, image_size, num_classes = args.variants, args.image_size, 1000
     if args.quick:
-        variants, image_size, num_classes = ["tiny"], common.TINY_IMAGE_SIZE, common.TINY_NUM_CLASSES
+        variants, image_size, num_classes = (
+            ["tiny"],
+            common.TINY_IMAGE_SIZE,
+            common.TINY_NUM_CLASSES,
+        )
         args.repeats, args.warmup, args.calibration_images, args.fine_tune_steps = 1, 1, 4, 1
         args.cache_dir = os.path.join(args.results_dir, "tflite_quick")
     for variant in variants:
-        records = convert_formats(variant, args.formats, image_size=image_size, num_classes=num_classes,
-                                  cache_dir=args.cache_dir, calibration_images=args.calibration_images,
-                                  fine_tune_steps=args.fine_tune_steps)
+        records = convert_formats(
+            variant,
+            args.formats,
+            image_size=image_size,
+            num_classes=num_classes,
+            cache_dir=args.cache_dir,
+            calibration_images=args.calibration_images,
+            fine_tune_steps=args.fine_tune_steps,
+        )
         if args.convert_only:
             continue
         config = dict(common.TINY) if variant == "tiny" else None
@@ -122,25 +159,48 @@ def main(argv=None):
         image = common.random_images(1, image_size, seed=2)[0]
         for name, conversion in records.items():
             path = os.path.join(conversion["directory"], f"{name}.tflite")
-            content = open(path, "rb").read()
+            with open(path, "rb") as file:
+                content = file.read()
             float_ops = evaluate.float_ops(content)
             for threads in args.threads:
-                seconds = latency_seconds(path, image, num_threads=threads, repeats=args.repeats,
-                                          warmup=args.warmup)
-                common.emit("tflite_latency", {
-                    "variant": variant, "format": name, "threads": threads, "image_size": image_size,
-                    "latency_ms": {key[:-2]: 1e3 * value for key, value in seconds.items() if key.endswith("_s")},
-                    "repeats": seconds["repeats"], "size_bytes": len(content),
-                    "gzip_size_bytes": len(gzip.compress(content, compresslevel=6)),
-                    "delegated_partitions": evaluate.delegated_partitions(content, num_threads=threads),
-                    "num_ops": len(evaluate.op_names(content)), "float_ops": len(float_ops),
-                    "forward_flops_per_image": forward,
-                    "achieved_gflops": forward / seconds["median_s"] / 1e9,
-                    "fraction_of_float32_peak": forward / seconds["median_s"] / (
-                        threads * common.machine()["mhz"] * 1e6 * PEAK_FLOPS_PER_CYCLE["float32"]),
-                    "convert_s": conversion["convert_s"],
-                    "convert_load_average_1min": conversion["load_average_1min"],
-                }, args)
+                seconds = latency_seconds(
+                    path, image, num_threads=threads, repeats=args.repeats, warmup=args.warmup
+                )
+                common.emit(
+                    "tflite_latency",
+                    {
+                        "variant": variant,
+                        "format": name,
+                        "threads": threads,
+                        "image_size": image_size,
+                        "latency_ms": {
+                            key[:-2]: 1e3 * value
+                            for key, value in seconds.items()
+                            if key.endswith("_s")
+                        },
+                        "repeats": seconds["repeats"],
+                        "size_bytes": len(content),
+                        "gzip_size_bytes": len(gzip.compress(content, compresslevel=6)),
+                        "delegated_partitions": evaluate.delegated_partitions(
+                            content, num_threads=threads
+                        ),
+                        "num_ops": len(evaluate.op_names(content)),
+                        "float_ops": len(float_ops),
+                        "forward_flops_per_image": forward,
+                        "achieved_gflops": forward / seconds["median_s"] / 1e9,
+                        "fraction_of_float32_peak": forward
+                        / seconds["median_s"]
+                        / (
+                            threads
+                            * common.machine()["mhz"]
+                            * 1e6
+                            * PEAK_FLOPS_PER_CYCLE["float32"]
+                        ),
+                        "convert_s": conversion["convert_s"],
+                        "convert_load_average_1min": conversion["load_average_1min"],
+                    },
+                    args,
+                )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,11 @@ def train_step_times(model, images, labels, *, mode, steps):
         def on_train_batch_end(self, batch, logs=None):
             self.stamps.append(time.perf_counter())
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **MODES[mode])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        **MODES[mode],
+    )
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     clock = StepClock()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock])
@@ -49,10 +52,19 @@ def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument("--variants", nargs="+", default=["S/32", "S/16", "B/16"])
     arguments.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    arguments.add_argument("--precisions", nargs="+", choices=["float32", "mixed_bfloat16"],
-                           default=["float32", "mixed_bfloat16"])
-    arguments.add_argument("--gelu-dtypes", nargs="+", choices=["auto", "float32"], default=["auto"],
-                           help="'float32': the GELU computed in float32 (the slow-path fix)")
+    arguments.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["float32", "mixed_bfloat16"],
+        default=["float32", "mixed_bfloat16"],
+    )
+    arguments.add_argument(
+        "--gelu-dtypes",
+        nargs="+",
+        choices=["auto", "float32"],
+        default=["auto"],
+        help="'float32': the GELU computed in float32 (the slow-path fix)",
+    )
     arguments.add_argument("--batch-size", type=int, default=8)
     arguments.add_argument("--image-size", type=int, default=224)
     args = arguments.parse_args(argv)
@@ -60,7 +72,11 @@ def main(argv=None):
 
     variants, image_size, num_classes = args.variants, args.image_size, 1000
     if args.quick:
-        variants, image_size, num_classes = ["tiny"], common.TINY_IMAGE_SIZE, common.TINY_NUM_CLASSES
+        variants, image_size, num_classes = (
+            ["tiny"],
+            common.TINY_IMAGE_SIZE,
+            common.TINY_NUM_CLASSES,
+        )
         args.repeats, args.warmup = 1, 1
     images = common.random_images(args.batch_size, image_size)
     labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32")
@@ -69,23 +85,36 @@ def main(argv=None):
             for gelu_dtype in args.gelu_dtypes:
                 for mode in args.modes:
                     common.set_precision(precision)
-                    model, config = common.build_model(variant, image_size=image_size,
-                                                       num_classes=num_classes, gelu_dtype=gelu_dtype)
-                    seconds = train_step_times(model, images, labels, mode=mode,
-                                               steps=args.warmup + args.repeats)
-                    step = common.summarize(seconds[args.warmup:])
+                    model, config = common.build_model(
+                        variant,
+                        image_size=image_size,
+                        num_classes=num_classes,
+                        gelu_dtype=gelu_dtype,
+                    )
+                    seconds = train_step_times(
+                        model, images, labels, mode=mode, steps=args.warmup + args.repeats
+                    )
+                    step = common.summarize(seconds[args.warmup :])
                     flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
                     achieved = args.batch_size * flops["train_step"] / step["median_s"]
-                    common.emit("train_throughput", {
-                        "variant": variant, "mode": mode, "precision": precision,
-                        "gelu_dtype": gelu_dtype, "batch_size": args.batch_size,
-                        "image_size": image_size, "step": step,
-                        "images_per_s": common.rate(args.batch_size, step),
-                        "first_steps_s": seconds[:args.warmup],
-                        "train_flops_per_image": flops["train_step"],
-                        "achieved_gflops": achieved / 1e9,
-                        "fraction_of_peak": achieved / peak_flops(precision),
-                    }, args)
+                    common.emit(
+                        "train_throughput",
+                        {
+                            "variant": variant,
+                            "mode": mode,
+                            "precision": precision,
+                            "gelu_dtype": gelu_dtype,
+                            "batch_size": args.batch_size,
+                            "image_size": image_size,
+                            "step": step,
+                            "images_per_s": common.rate(args.batch_size, step),
+                            "first_steps_s": seconds[: args.warmup],
+                            "train_flops_per_image": flops["train_step"],
+                            "achieved_gflops": achieved / 1e9,
+                            "fraction_of_peak": achieved / peak_flops(precision),
+                        },
+                        args,
+                    )
     common.set_precision("float32")
 
 

@@ -11,8 +11,16 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks import common, flops, inference_throughput, op_profile, patch_scaling, report
-from benchmarks import tflite_latency, train_throughput
+from benchmarks import (
+    common,
+    flops,
+    inference_throughput,
+    op_profile,
+    patch_scaling,
+    report,
+    tflite_latency,
+    train_throughput,
+)
 
 TINY_IMAGE = common.TINY_IMAGE_SIZE
 
@@ -32,7 +40,9 @@ def run(module, capsys, results_dir, *extra):
     return [json.loads(line) for line in lines]
 
 
-def tiny_forward_flops(image_size, patch=4, hidden=16, blocks=2, tokens_mlp=8, channels_mlp=32, classes=10):
+def tiny_forward_flops(
+    image_size, patch=4, hidden=16, blocks=2, tokens_mlp=8, channels_mlp=32, classes=10
+):
     """The tiny Mixer's matmul FLOPs, multiply-add by multiply-add, for one image."""
     patches = (image_size // patch) ** 2
     macs = patches * (patch * patch * 3) * hidden  # stem: one (P*P*3 -> C) product per patch
@@ -76,10 +86,24 @@ def test_b16_flops_match_timm_gmacs():
 
 
 def test_train_throughput_quick(capsys, tmp_path):
-    records = run(train_throughput, capsys, tmp_path, "--modes", "eager", "xla",
-                  "--precisions", "mixed_bfloat16", "--gelu-dtypes", "float32", "--batch-size", "4")
+    records = run(
+        train_throughput,
+        capsys,
+        tmp_path,
+        "--modes",
+        "eager",
+        "xla",
+        "--precisions",
+        "mixed_bfloat16",
+        "--gelu-dtypes",
+        "float32",
+        "--batch-size",
+        "4",
+    )
     assert [(r["mode"], r["precision"], r["gelu_dtype"]) for r in records] == [
-        ("eager", "mixed_bfloat16", "float32"), ("xla", "mixed_bfloat16", "float32")]
+        ("eager", "mixed_bfloat16", "float32"),
+        ("xla", "mixed_bfloat16", "float32"),
+    ]
     forward = tiny_forward_flops(TINY_IMAGE)
     for record in records:
         check_summary(record["step"])
@@ -91,8 +115,18 @@ def test_train_throughput_quick(capsys, tmp_path):
 
 
 def test_inference_throughput_quick(capsys, tmp_path):
-    records = run(inference_throughput, capsys, tmp_path, "--modes", "graph", "--precisions", "float32",
-                  "--batch-sizes", "1", "4")
+    records = run(
+        inference_throughput,
+        capsys,
+        tmp_path,
+        "--modes",
+        "graph",
+        "--precisions",
+        "float32",
+        "--batch-sizes",
+        "1",
+        "4",
+    )
     assert [r["batch_size"] for r in records] == [1, 4]
     for record in records:
         check_summary(record["batch"])
@@ -117,13 +151,23 @@ def test_patch_scaling_quick_is_linear_in_flops(capsys, tmp_path):
 
 
 def test_tflite_latency_quick(capsys, tmp_path):
-    records = run(tflite_latency, capsys, tmp_path, "--formats", "fp32", "int8", "--threads", "1", "2")
+    records = run(
+        tflite_latency, capsys, tmp_path, "--formats", "fp32", "int8", "--threads", "1", "2"
+    )
     assert {(r["format"], r["threads"]) for r in records} == {
-        ("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)}
+        ("fp32", 1),
+        ("fp32", 2),
+        ("int8", 1),
+        ("int8", 2),
+    }
     for record in records:
         path = tmp_path / "tflite_quick" / "tiny" / record["format"] / f"{record['format']}.tflite"
         assert record["size_bytes"] == os.path.getsize(path)
-        assert record["latency_ms"]["min"] <= record["latency_ms"]["median"] <= record["latency_ms"]["max"]
+        assert (
+            record["latency_ms"]["min"]
+            <= record["latency_ms"]["median"]
+            <= record["latency_ms"]["max"]
+        )
         assert record["delegated_partitions"] >= 1
     by_format = {r["format"]: r for r in records}
     assert by_format["int8"]["float_ops"] == 0  # integer end to end (export's contract)
@@ -143,13 +187,19 @@ def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):
 def test_float32_gelu_is_the_same_function():
     common.set_precision("float32")
     shipped, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10)
-    fixed, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32")
+    fixed, _ = common.build_model(
+        "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32"
+    )
     fixed.set_weights(shipped.get_weights())
     images = common.random_images(2, TINY_IMAGE)
-    np.testing.assert_allclose(fixed.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        fixed.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-6
+    )
     common.set_precision("mixed_bfloat16")
     try:
-        mixed, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32")
+        mixed, _ = common.build_model(
+            "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32"
+        )
         gelus = [layer for layer in mixed.layers if type(layer).__name__ == "Activation"]
         assert gelus and all(layer.compute_dtype == "float32" for layer in gelus)
         dense = [layer for layer in mixed.layers if type(layer).__name__ == "Dense"]
@@ -164,14 +214,30 @@ def test_report_renders_tables_and_small_pngs(capsys, tmp_path):
     run(inference_throughput, capsys, results, "--modes", "graph", "--precisions", "float32")
     run(patch_scaling, capsys, results)
     page = tmp_path / "page.md"
-    page.write_text("intro\n<!-- begin flops -->\nold\n<!-- end flops -->\nprose\n<!-- begin scaling -->\n<!-- end scaling -->\n")
+    page.write_text(
+        "intro\n<!-- begin flops -->\nold\n<!-- end flops -->\nprose\n"
+        "<!-- begin scaling -->\n<!-- end scaling -->\n"
+    )
     for _ in range(2):  # rewriting is idempotent
-        report.main(["--quick", "--results-dir", str(results), "--docs-dir", str(tmp_path / "docs"),
-                     "--write", str(page)])
+        report.main(
+            [
+                "--quick",
+                "--results-dir",
+                str(results),
+                "--docs-dir",
+                str(tmp_path / "docs"),
+                "--write",
+                str(page),
+            ]
+        )
     text = capsys.readouterr().out
     assert "### flops" in text and "### inference" in text and "Fitted exponent" in text
     written = page.read_text()
     assert written.startswith("intro\n<!-- begin flops -->\n| variant |") and "old" not in written
-    assert written.count("<!-- end flops -->") == 1 and "prose" in written and "Fitted exponent" in written
+    assert (
+        written.count("<!-- end flops -->") == 1
+        and "prose" in written
+        and "Fitted exponent" in written
+    )
     for name in ("benchmarks_inference.png", "benchmarks_patch_scaling.png"):
         assert 0 < os.path.getsize(tmp_path / "docs" / name) < 200_000
