@@ -184,9 +184,17 @@ def make_loss_and_metrics(config):
 
 
 def resolve_jit_compile(config, strategy):
+    on_gpu = bool(tf.config.list_logical_devices("GPU"))
+    if strategy.num_replicas_in_sync > 1 and not on_gpu and not _on_tpu(strategy):
+        # "Collectives are not yet implemented for CPU devices when compiling with XLA"
+        # (TF 2.21): several CPU replicas all-reduce outside XLA.
+        if config["jit_compile"] is True:
+            log.warning("jit_compile=True is not supported for %d CPU replicas; using False.",
+                        strategy.num_replicas_in_sync)
+        return False
     if config["jit_compile"] != "auto":
         return bool(config["jit_compile"])
-    return isinstance(strategy, tf.distribute.TPUStrategy) or bool(tf.config.list_logical_devices("GPU"))
+    return _on_tpu(strategy) or on_gpu
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +278,7 @@ def distributed_dataset(strategy, config, split, **kwargs):
     )
 
 
-def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto"):
+def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", callbacks=()):
     """Trains as `config` says and returns the run directory (see the module docstring).
 
     Args:
@@ -280,6 +288,7 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto"):
         strategy: tf.distribute.Strategy. Defaults to `get_strategy(config["strategy"], config["tpu"])`.
         export: bool. Convert the trained model with the export pipeline (export/) at the end.
         verbose: Keras fit verbosity ("auto": progress bar).
+        callbacks: extra Keras callbacks for `fit`.
 
     Example:
     >>> run_dir = training.train.run(training.recipes.get_recipe("digits"), "runs/digits")
@@ -310,7 +319,7 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto"):
                 steps_per_execution=config["steps_per_execution"],
             )
         _fix_multi_worker_fit(model, strategy, config)
-        history = _fit(model, strategy, config, run_dir, chief, verbose)
+        history = _fit(model, strategy, config, run_dir, chief, verbose, list(callbacks))
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
@@ -321,7 +330,7 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto"):
     return run_dir
 
 
-def _fit(model, strategy, config, run_dir, chief, verbose):
+def _fit(model, strategy, config, run_dir, chief, verbose, extra_callbacks):
     steps_per_epoch, epochs = config["steps_per_epoch"], config["epochs"]
     backup = StepBackup(os.path.join(run_dir, "backup"), config["checkpoint_every_steps"], steps_per_epoch, chief)
     step = backup.restore(model)
@@ -329,7 +338,7 @@ def _fit(model, strategy, config, run_dir, chief, verbose):
         log.warning("Resuming %s from step %d (epoch %d, step %d of %d).", run_dir, step,
                     step // steps_per_epoch, step % steps_per_epoch, steps_per_epoch)
     logs_dir = os.path.join(run_dir, "logs")
-    callbacks = [StopOnNonFiniteLoss(), backup]
+    callbacks = [StopOnNonFiniteLoss(), backup, *extra_callbacks]
     if chief:
         tf.io.gfile.makedirs(logs_dir)
         callbacks += [
@@ -369,7 +378,31 @@ def _on_tpu(strategy):
 
 
 def _fix_multi_worker_fit(model, strategy, config):
-    """Placeholder filled in for keras-team/keras#20585 (see below)."""
+    """Makes Keras 3 `fit` work under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    As shipped (Keras 3.15), `fit` (1) builds the loss, metrics and optimizer symbolically
+    from a batch it first reduces across workers, which fails on the PerReplica batch, and
+    (2) reduces the scalar logs with `strategy.reduce("MEAN", v, axis=0)`, which fails on
+    scalars. We (1) build them ourselves from the per-replica batch shape and skip Keras's
+    build, and (2) return each scalar log as shape [1], so that the MEAN along axis 0 is
+    the mean over all replicas, as intended. Both are patches of this model instance only.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+        setattr(model, name, lambda data, step=step: keras.tree.map_structure(
+            lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value, step(data)))
+    per_replica = config["batch_size"] // strategy.num_replicas_in_sync
+    height, width = data_lib._image_size(config)
+    images = keras.KerasTensor((per_replica, height, width, config["num_channels"]), "float32")
+    if uses_dense_labels(config):
+        labels = keras.KerasTensor((per_replica, config["num_classes"]), "float32")
+    else:
+        labels = keras.KerasTensor((per_replica,), "int32")
+    with strategy.scope():
+        model._symbolic_build(data_batch=(images, labels))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def _check_same_run(run_dir, config):
