@@ -19,6 +19,7 @@ half-written model behind.
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -31,6 +32,8 @@ import tensorflow as tf
 from export import evaluate, graph
 from export.modes import DEFAULT_FORMATS, MODES, get_mode
 from keras_mixer.mlp_mixer import MlpMixer
+
+log = logging.getLogger(__name__)
 
 SAVED_MODEL = "saved_model"
 # Fewer calibration images than this give int8 ranges we would not ship (the TFLite guide
@@ -261,6 +264,8 @@ def to_tflite(model, mode, representative_images=None, *, io_dtype="int8"):
         try:
             return converter.convert()
         except Exception as error:
+            if "ops_select" not in str(error) and "not supported" not in str(error):
+                raise
             raise evaluate.OpsError(
                 f"The TFLite converter could not express the model with builtin ops "
                 f"({type(error).__name__}: {str(error)[:600]}). keras-mixer exports builtins "
@@ -459,6 +464,9 @@ def convert(
     if "int8" in results and "qat_int8" in results:
         ptq, qat = results["int8"]["top1"], results["qat_int8"]["top1"]
         report["qat_vs_ptq"] = {"ptq_top1": ptq, "qat_top1": qat, "qat_at_least_ptq": qat >= ptq}
+        if qat < ptq:
+            log.warning("QAT ended below int8 PTQ (%.2f%% < %.2f%%): try more --fine-tune-steps "
+                        "or a smaller learning rate.", 100 * qat, 100 * ptq)
     failures = []
     if max_accuracy_drop is not None:
         for name, result in results.items():

@@ -43,10 +43,13 @@ MODES = {
         optimize=None, graph="keras", quantize="full_integer",
         max_logit_diff=0.35, min_agreement=0.95,
     ),
+    # Fine-tuning moves the function on purpose (an under-trained model keeps learning:
+    # a 3-epoch digits run went from 89% to 93% top-1 in QAT), so the fine-tuned formats
+    # are held loosely to the Keras model and firmly to accuracy (QAT >= PTQ, the budget).
     "qat_int8": dict(
         description="quantization-aware training (tfmot), then full-integer int8",
         optimize="qat", graph="integer_friendly", quantize="full_integer",
-        max_logit_diff=0.5, min_agreement=0.95,
+        max_logit_diff=1.0, min_agreement=0.9,
     ),
     "pruned_int8": dict(
         description="magnitude pruning (tfmot) to the target sparsity, then full-integer int8",
