@@ -183,27 +183,34 @@ def float32_gelu(layers):
 
 
 def set_precision(precision):
-    """Sets Keras's global dtype policy ("float32" or "mixed_bfloat16") on a fresh session."""
+    """Sets the global dtype policy ("float32" or "mixed_bfloat16") of Keras 3 and tf_keras."""
     import keras
+    import tf_keras
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(precision)
+    tf_keras.backend.clear_session()
+    tf_keras.mixed_precision.set_global_policy(precision)
 
 
-def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="auto"):
+def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="auto", framework="keras"):
     """A Mixer for benchmarking: a paper variant name, or "tiny" (the --quick config).
 
     `gelu_dtype="float32"` builds the same function with the GELU in float32 (`float32_gelu`);
-    "auto" is keras_mixer as it ships. Weights are random: speed does not depend on them.
+    "auto" is keras_mixer as it ships. `framework="tf_keras"` builds the same graph from
+    tf_keras (Keras 2) layers, the twin export hands to tfmot: a peer implementation on the
+    same runtime. Weights are random: speed does not depend on them.
     """
     import keras
+    import tf_keras
 
     from keras_mixer import build_mixer, get_variant
 
     config = dict(TINY) if variant == "tiny" else get_variant(variant)
-    layers = float32_gelu(keras.layers) if gelu_dtype == "float32" else keras.layers
+    module = {"keras": keras, "tf_keras": tf_keras}[framework]
+    layers = float32_gelu(module.layers) if gelu_dtype == "float32" else module.layers
     inputs, outputs = build_mixer(layers, **config, num_classes=num_classes, image_size=image_size)
-    return keras.Model(inputs, outputs, name=f"mixer_{variant.replace('/', '_')}"), config
+    return module.Model(inputs, outputs, name=f"mixer_{variant.replace('/', '_')}"), config
 
 
 def random_images(count, image_size, seed=0):

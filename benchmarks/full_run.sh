@@ -9,6 +9,9 @@ python -m benchmarks.flops
 python -m benchmarks.tflite_latency --variants S/16 B/16          # converts into the cache first if needed
 python -m benchmarks.patch_scaling --variant S/16 --repeats 3
 python -m benchmarks.inference_throughput --variants S/32 S/16 B/16 --batch-sizes 1 32 --repeats 3
+# A peer on the same runtime: the same graph built from tf_keras (Keras 2) layers.
+python -m benchmarks.inference_throughput --variants S/16 --frameworks tf_keras --modes graph \
+    --batch-sizes 1 32 --repeats 3
 # Slow path (issue 5, item 4): GELU in bfloat16 vs float32, training and inference, S/16.
 python -m benchmarks.train_throughput --variants S/16 --modes graph --precisions mixed_bfloat16 \
     --gelu-dtypes auto float32 --repeats 3

@@ -33,8 +33,16 @@ def main(argv=None):
     arguments.add_argument(
         "--gelu-dtypes", nargs="+", choices=["auto", "float32"], default=["auto"]
     )
+    arguments.add_argument(
+        "--frameworks",
+        nargs="+",
+        choices=["keras", "tf_keras"],
+        default=["keras"],
+        help="tf_keras: the same graph from Keras 2 layers (a peer on the same runtime)",
+    )
     arguments.add_argument("--image-size", type=int, default=224)
     args = arguments.parse_args(argv)
+    import itertools
 
     variants, image_size, num_classes = args.variants, args.image_size, 1000
     if args.quick:
@@ -44,43 +52,42 @@ def main(argv=None):
             common.TINY_NUM_CLASSES,
         )
         args.repeats, args.warmup = 1, 1
-    for variant in variants:
-        for precision in args.precisions:
-            for gelu_dtype in args.gelu_dtypes:
-                common.set_precision(precision)
-                model, config = common.build_model(
-                    variant, image_size=image_size, num_classes=num_classes, gelu_dtype=gelu_dtype
-                )
-                flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
-                for mode in args.modes:
-                    for batch_size in args.batch_sizes:
-                        images = common.random_images(batch_size, image_size)
-                        seconds = inference_seconds(
-                            model,
-                            images,
-                            jit_compile=mode == "xla",
-                            repeats=args.repeats,
-                            warmup=args.warmup,
-                        )
-                        achieved = batch_size * flops["forward"] / seconds["median_s"]
-                        common.emit(
-                            "inference_throughput",
-                            {
-                                "variant": variant,
-                                "mode": mode,
-                                "precision": precision,
-                                "gelu_dtype": gelu_dtype,
-                                "batch_size": batch_size,
-                                "image_size": image_size,
-                                "batch": seconds,
-                                "images_per_s": common.rate(batch_size, seconds),
-                                "latency_ms": 1e3 * seconds["median_s"],
-                                "forward_flops_per_image": flops["forward"],
-                                "achieved_gflops": achieved / 1e9,
-                                "fraction_of_peak": achieved / peak_flops(precision),
-                            },
-                            args,
-                        )
+    models = itertools.product(variants, args.frameworks, args.precisions, args.gelu_dtypes)
+    for variant, framework, precision, gelu_dtype in models:
+        common.set_precision(precision)
+        model, config = common.build_model(
+            variant,
+            image_size=image_size,
+            num_classes=num_classes,
+            gelu_dtype=gelu_dtype,
+            framework=framework,
+        )
+        flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
+        for mode, batch_size in itertools.product(args.modes, args.batch_sizes):
+            images = common.random_images(batch_size, image_size)
+            seconds = inference_seconds(
+                model, images, jit_compile=mode == "xla", repeats=args.repeats, warmup=args.warmup
+            )
+            achieved = batch_size * flops["forward"] / seconds["median_s"]
+            common.emit(
+                "inference_throughput",
+                {
+                    "variant": variant,
+                    "framework": framework,
+                    "mode": mode,
+                    "precision": precision,
+                    "gelu_dtype": gelu_dtype,
+                    "batch_size": batch_size,
+                    "image_size": image_size,
+                    "batch": seconds,
+                    "images_per_s": common.rate(batch_size, seconds),
+                    "latency_ms": 1e3 * seconds["median_s"],
+                    "forward_flops_per_image": flops["forward"],
+                    "achieved_gflops": achieved / 1e9,
+                    "fraction_of_peak": achieved / peak_flops(precision),
+                },
+                args,
+            )
     common.set_precision("float32")
 
 

@@ -25,6 +25,7 @@ KEYS = {
     "train_throughput": ("variant", "precision", "mode", "gelu_dtype", "batch_size", "image_size"),
     "inference_throughput": (
         "variant",
+        "framework",
         "precision",
         "mode",
         "gelu_dtype",
@@ -91,12 +92,18 @@ def flops_table(records):
     )
 
 
+def variant_label(record):
+    """The variant, with the framework when it is not Keras 3 (the tf_keras peer)."""
+    framework = record.get("framework", "keras")
+    return record["variant"] + ("" if framework == "keras" else f" ({framework})")
+
+
 def throughput_table(records, what):
     rows = []
     for r in records:
         rows.append(
             [
-                r["variant"],
+                variant_label(r),
                 r["precision"],
                 r["mode"],
                 r["gelu_dtype"],
@@ -242,7 +249,7 @@ def plot_throughput(records, path, title):
     import matplotlib.pyplot as plt
 
     labels = [
-        f"{r['variant']}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}"
+        f"{variant_label(r)}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}"
         + ("\nGELU f32" if r["gelu_dtype"] == "float32" else "")
         for r in records
     ]

@@ -126,8 +126,16 @@ def test_inference_throughput_quick(capsys, tmp_path):
         "--batch-sizes",
         "1",
         "4",
+        "--frameworks",
+        "keras",
+        "tf_keras",
     )
-    assert [r["batch_size"] for r in records] == [1, 4]
+    assert [(r["framework"], r["batch_size"]) for r in records] == [
+        ("keras", 1),
+        ("keras", 4),
+        ("tf_keras", 1),
+        ("tf_keras", 4),
+    ]
     for record in records:
         check_summary(record["batch"])
         check_rate(record["images_per_s"])
