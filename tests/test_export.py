@@ -171,6 +171,22 @@ def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
                                    atol=1e-5)
 
 
+def test_twin_that_drifts_from_the_model_is_refused(run_dir, digits_test, monkeypatch):
+    from export import optimize
+
+    model, _ = load_source(str(run_dir))
+    rebuild = graph.rebuild
+
+    def drifted(source, layers):
+        twin = rebuild(source, layers)
+        twin.set_weights([w * 1.1 for w in twin.get_weights()])
+        return twin
+
+    monkeypatch.setattr(graph, "rebuild", drifted)
+    with pytest.raises(RuntimeError, match="twin's logits differ"):
+        optimize.twin(model, digits_test[0][:32])
+
+
 def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
     model, _ = load_source(str(run_dir))
     images, labels = digits_test
