@@ -13,8 +13,10 @@ checked in tests/test_export.py on a tiny digits Mixer; every report shows them.
   same function with LayerNorm and GELU spelled in ops XNNPACK runs in int8 (export/graph.py,
   issue 4b). Float formats keep the Keras graph: XNNPACK runs it in one partition already.
 - quantize: None (float32), "float16" (float16 weights, float32 compute), "dynamic_range"
-  (int8 weights, activations quantized on the fly), "full_integer" (int8 weights and
-  activations, calibrated on the representative dataset; integer input and output).
+  (int8 weights, activations quantized on the fly; the converter leaves weight tensors of
+  fewer than 1024 values in float, so a tiny Mixer stays as large as fp32), "full_integer"
+  (int8 weights and activations, calibrated on the representative dataset; integer input
+  and output).
 """
 
 MODES = {
