@@ -112,6 +112,16 @@ def get_strategy(kind="auto", tpu=None):
     return tf.distribute.get_strategy()
 
 
+def strategy_name(strategy):
+    """The public class name ("MultiWorkerMirroredStrategy", not its CollectiveAllReduceStrategy base)."""
+    for cls, name in ((tf.distribute.TPUStrategy, "TPUStrategy"),
+                      (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+                      (tf.distribute.MirroredStrategy, "MirroredStrategy")):
+        if isinstance(strategy, cls):
+            return name
+    return "default"
+
+
 def is_chief(strategy):
     """True on the one task that writes the run directory (always, off multi-worker)."""
     resolver = getattr(strategy, "cluster_resolver", None)

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 
 import keras
 import numpy as np
@@ -201,6 +202,13 @@ def resolve_jit_compile(config, strategy):
 # Callbacks: preemption-safe checkpoints and a loud stop on a non-finite loss.
 
 
+SEED_STATES = "keras_mixer_seed_generator_states"
+
+
+def _seed_states(model):
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
 class StepBackup(keras.callbacks.Callback):
     """Saves weights and optimizer state (step counter included) every `every_steps` steps.
 
@@ -222,8 +230,17 @@ class StepBackup(keras.callbacks.Callback):
         """Loads the checkpoint into `model` (built, compiled) and returns its step, 0 without one."""
         if not tf.io.gfile.exists(self.path):
             return 0
+        import h5py
+
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.path)
+        with tempfile.TemporaryDirectory() as local_dir:  # h5py reads local files only (gs://)
+            local = os.path.join(local_dir, "checkpoint.weights.h5")
+            tf.io.gfile.copy(self.path, local)
+            model.load_weights(local)
+            with h5py.File(local, "r") as h5:
+                states = [np.asarray(state) for _, state in sorted(h5.get(SEED_STATES, {}).items())]
+        for variable, state in zip(_seed_states(model), states):
+            variable.assign(state)
         self._last_saved = int(model.optimizer.iterations.numpy())
         return self._last_saved
 
@@ -234,9 +251,20 @@ class StepBackup(keras.callbacks.Callback):
         self._last_saved = step
         if not self.write:
             return
+        import h5py
+
         tf.io.gfile.makedirs(self.backup_dir)
         temporary = os.path.join(self.backup_dir, "checkpoint.tmp.weights.h5")
-        self.model.save_weights(temporary, overwrite=True)
+        with tempfile.TemporaryDirectory() as local_dir:
+            local = os.path.join(local_dir, "checkpoint.weights.h5")
+            self.model.save_weights(local)
+            # Dropout and stochastic depth draw from SeedGenerator states that save_weights
+            # leaves out; without them a resumed run would draw other masks.
+            with h5py.File(local, "a") as h5:
+                group = h5.create_group(SEED_STATES)
+                for index, variable in enumerate(_seed_states(self.model)):
+                    group.create_dataset(f"{index:04d}", data=np.asarray(variable.numpy()))
+            tf.io.gfile.copy(local, temporary, overwrite=True)
         tf.io.gfile.rename(temporary, self.path, overwrite=True)
         with tf.io.gfile.GFile(os.path.join(self.backup_dir, "step.json"), "w") as f:
             json.dump({"step": step, "epoch": step // self.steps_per_epoch,
@@ -300,7 +328,7 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", ca
     config = resolve_config(config, strategy)
     config["run_dir"] = run_dir
     config["num_replicas"] = strategy.num_replicas_in_sync
-    config["strategy_used"] = type(strategy).__name__
+    config["strategy_used"] = strategy_lib.strategy_name(strategy)
     if chief:
         tf.io.gfile.makedirs(run_dir)
         _check_same_run(run_dir, config)
