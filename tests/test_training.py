@@ -38,9 +38,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_config(data_dir, **overrides):
-    return recipes.get_recipe(
-        "digits", data_dir=data_dir, model=dict(TINY), jit_compile=False, **overrides
-    )
+    return recipes.get_recipe("digits", **{"data_dir": data_dir, "model": dict(TINY), "jit_compile": False, **overrides})
 
 
 def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
@@ -214,6 +212,19 @@ def test_non_finite_loss_stops_and_names_the_step(data_dir, tmp_path):
         train.run(config, str(tmp_path), verbose=0)
 
 
+def test_mixed_bfloat16_with_xla_trains_and_saves_a_float32_model(data_dir, tmp_path):
+    import keras
+
+    config = tiny_config(data_dir, epochs=1, batch_size=128, dtype_policy="mixed_bfloat16",
+                         jit_compile=True, validate_every_epoch=False, dropout_rate=0.0)
+    run_dir = train.run(config, str(tmp_path), verbose=0)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_loss"]) and metrics["steps"] == 1433 // 128
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    model = keras.models.load_model(f"{run_dir}/model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Strategy selection.
 
@@ -258,10 +269,11 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 from training import recipes, train
-# No dropout: its masks depend on how the batch is split across replicas.
+# No dropout: its masks depend on how the batch is split across replicas. steps_per_execution=4
+# runs as such under the default strategy and falls back to 1 under Mirrored (Keras 3.15 fails).
 config = recipes.get_recipe("digits", data_dir=sys.argv[1], model=json.loads(sys.argv[3]), epochs=1,
                             batch_size=256, jit_compile=False, validate_every_epoch=False, warmup_steps=2,
-                            dropout_rate=0.0)
+                            dropout_rate=0.0, steps_per_execution=4)
 strategies = {"default": tf.distribute.get_strategy(),
               "mirrored": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
 for name, strategy in strategies.items():
@@ -277,6 +289,7 @@ def test_mirrored_over_two_cpus_matches_default_strategy(data_dir, tmp_path):
     code, output = run_bounded([sys.executable, "-c", MIRRORED_SCRIPT, data_dir, str(tmp_path), json.dumps(TINY)])
     assert code == 0, output[-3000:]
     assert "default 1" in output and "mirrored 2" in output
+    assert "steps_per_execution=4 is not supported" in output
     default, mirrored = (np.load(tmp_path / f"{name}.npz") for name in ("default", "mirrored"))
     default = [default[k] for k in default.files]
     mirrored = [mirrored[k] for k in mirrored.files]
