@@ -281,24 +281,22 @@ def _export_model(model, mode, data, settings, details):
 
     friendly = mode["graph"] == "integer_friendly"
     layers = graph.integer_friendly(keras.layers) if friendly else keras.layers
+    # Each tfmot step has its own default learning rate (export/optimize.py) unless one is given.
+    learning_rate = settings["fine_tune_learning_rate"]
+    fit = {"steps": settings["fine_tune_steps"],
+           **({} if learning_rate is None else {"learning_rate": learning_rate})}
     if mode["optimize"] == "qat":
         return optimize.quantization_aware_training(
-            model, data["train"], steps=settings["fine_tune_steps"],
-            learning_rate=settings["fine_tune_learning_rate"],
-            integer_friendly=friendly,
-        )
+            model, data["train"], **fit, integer_friendly=friendly,
+            calibration_images=data.get("representative"))
     if mode["optimize"] == "prune":
         weights, reached = optimize.prune(
-            model, data["train"], steps=settings["fine_tune_steps"],
-            target_sparsity=settings["target_sparsity"],
-            learning_rate=settings["fine_tune_learning_rate"])
+            model, data["train"], **fit, target_sparsity=settings["target_sparsity"])
         details["sparsity"] = reached
         model = optimize.with_weights(model, weights)
     if mode["optimize"] == "cluster":
         weights, unique = optimize.cluster(
-            model, data["train"], steps=settings["fine_tune_steps"],
-            number_of_clusters=settings["number_of_clusters"],
-            learning_rate=settings["fine_tune_learning_rate"])
+            model, data["train"], **fit, number_of_clusters=settings["number_of_clusters"])
         details["max_unique_weights_per_kernel"] = unique
         model = optimize.with_weights(model, weights)
     if mode["optimize"] in ("prune", "cluster"):
@@ -336,7 +334,7 @@ def convert(
     min_calibration_samples=MIN_CALIBRATION_SAMPLES,
     eval_samples=2000,
     fine_tune_steps=300,
-    fine_tune_learning_rate=1e-4,
+    fine_tune_learning_rate=None,
     target_sparsity=0.5,
     number_of_clusters=16,
     latency_runs=50,
@@ -364,7 +362,8 @@ def convert(
         min_calibration_samples: int. Fewer representative images than this is an error.
         eval_samples: int or None. Evaluation images used (None: the whole split).
         fine_tune_steps: int. Steps of QAT, pruning and clustering fine-tuning.
-        fine_tune_learning_rate: float. Their Adam learning rate.
+        fine_tune_learning_rate: float or None. Their Adam learning rate; None: each step's
+            default (QAT 3e-5, pruning and clustering 1e-3; see export/optimize.py).
         target_sparsity: float. Pruning target (fraction of zero weights).
         number_of_clusters: int. Weight clusters per kernel.
         latency_runs: int. Timed batch-1 runs per thread count.
@@ -602,6 +601,9 @@ def main(argv=None):
     parser.add_argument("--eval-samples", type=int, default=2000, help="0: the whole test split")
     parser.add_argument("--fine-tune-steps", type=int, default=300,
                         help="steps of QAT, pruning and clustering fine-tuning")
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=None,
+                        help="Adam learning rate of that fine-tuning (default: QAT 3e-5, "
+                             "pruning and clustering 1e-3)")
     parser.add_argument("--target-sparsity", type=float, default=0.5)
     parser.add_argument("--clusters", type=int, default=16)
     args = parser.parse_args(argv)
@@ -611,7 +613,9 @@ def main(argv=None):
             args.source, args.out, formats, config=args.config, io_dtype=args.io_dtype,
             max_accuracy_drop=args.max_accuracy_drop,
             calibration_samples=args.calibration_samples, eval_samples=args.eval_samples or None,
-            fine_tune_steps=args.fine_tune_steps, target_sparsity=args.target_sparsity,
+            fine_tune_steps=args.fine_tune_steps,
+            fine_tune_learning_rate=args.fine_tune_learning_rate,
+            target_sparsity=args.target_sparsity,
             number_of_clusters=args.clusters,
         )
     except AccuracyBudgetError as error:

@@ -57,7 +57,7 @@ def exported(run_dir, tmp_path_factory):
     """`(out_dir, report)` of one export of `run_dir` to every default format."""
     out_dir = tmp_path_factory.mktemp("export")
     keras.utils.set_random_seed(0)
-    report = convert(str(run_dir), str(out_dir), FORMATS, fine_tune_steps=200, latency_runs=20)
+    report = convert(str(run_dir), str(out_dir), FORMATS, fine_tune_steps=300, latency_runs=20)
     return out_dir, report
 
 
@@ -169,6 +169,23 @@ def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
         assert isinstance(twin, tf_keras.Model)
         np.testing.assert_allclose(twin(images).numpy(), model.predict(images, verbose=0),
                                    atol=1e-5)
+
+
+def test_qat_starts_from_calibrated_ranges(run_dir, digits_test):
+    from export import optimize
+
+    model, _ = load_source(str(run_dir))
+    images = digits_test[0][:256]
+    dataset = tf.data.Dataset.from_tensor_slices(digits_test).batch(64)
+    qat_model = optimize.quantization_aware_training(model, dataset, steps=0,
+                                                     calibration_images=images)
+    # tfmot would start at [-6, 6]; the first LayerNorm's range is its output's on the images.
+    layer_norm = model.get_layer("mixer_block_0_layer_norm_0")
+    outputs = keras.Model(model.input, layer_norm.output)(images).numpy()
+    wrapper = qat_model.get_layer("quant_mixer_block_0_layer_norm_0")
+    ranges = {v.name.split("/")[-1].split(":")[0]: v.numpy() for v in wrapper.weights}
+    np.testing.assert_allclose([ranges["output_min"], ranges["output_max"]],
+                               [min(outputs.min(), 0), max(outputs.max(), 0)], rtol=0.05)
 
 
 def test_twin_that_drifts_from_the_model_is_refused(run_dir, digits_test, monkeypatch):
@@ -314,7 +331,7 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_pruning_and_clustering_then_int8(run_dir, exported, tmp_path):
     keras.utils.set_random_seed(0)
     report = convert(str(run_dir), str(tmp_path), ["pruned_int8", "clustered_int8"],
-                     fine_tune_steps=300, fine_tune_learning_rate=1e-3, target_sparsity=0.5,
+                     fine_tune_steps=300, target_sparsity=0.5,
                      number_of_clusters=16, latency_runs=5)
     pruned, clustered = report["formats"]["pruned_int8"], report["formats"]["clustered_int8"]
     assert pruned["sparsity"] >= 0.45
