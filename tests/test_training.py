@@ -225,6 +225,24 @@ def test_mixed_bfloat16_with_xla_trains_and_saves_a_float32_model(data_dir, tmp_
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
 
 
+def test_init_fine_tunes_an_official_checkpoint_at_a_higher_resolution(data_dir, tmp_path):
+    import keras
+    from reference import random_official_params
+
+    # A tiny official-layout checkpoint at 8x8 (2x2 patches of 4) with a 7-class head.
+    params = random_official_params(np.random.default_rng(0), **TINY, num_patches=4, num_classes=7)
+    path = str(tmp_path / "official.npz")
+    np.savez(path, **params)
+    config = tiny_config(data_dir, init=path, num_channels=3, image_size=16, epochs=1, batch_size=256,
+                         validate_every_epoch=False, dropout_rate=0.0, learning_rate=1e-4)
+    run_dir = train.run(config, str(tmp_path / "run"), verbose=0)
+    model = keras.models.load_model(f"{run_dir}/model.keras")
+    assert model.num_classes == 10 and tuple(model.image_size) == (16, 16)  # new head, new resolution
+    # The body starts from the checkpoint (5 small steps away), not from a fresh initialisation.
+    stem = model.get_layer("stem").get_weights()[0]
+    assert np.abs(stem - params["stem/kernel"]).max() < 0.01 < np.abs(params["stem/kernel"]).max()
+
+
 # ---------------------------------------------------------------------------------------------
 # Strategy selection.
 

@@ -115,7 +115,7 @@ def build_model(config):
         from keras_mixer import load_official_checkpoint
 
         return load_official_checkpoint(
-            config["init"], variant=config["variant"], num_classes=config["num_classes"],
+            config["init"], variant=model_architecture(config), num_classes=config["num_classes"],
             image_size=config["image_size"],
         )
     return MlpMixer(
@@ -299,11 +299,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 # The run.
 
 
-def distributed_dataset(strategy, config, split, **kwargs):
+def distributed_dataset(strategy, config, split, one_hot=False, **kwargs):
     # The function form shards per input pipeline (worker) and batches per replica.
-    return strategy.distribute_datasets_from_function(
-        lambda context: data_lib.make_dataset(config, split, input_context=context, **kwargs)
-    )
+    def dataset_fn(context):
+        ds = data_lib.make_dataset(config, split, input_context=context, **kwargs)
+        if one_hot:  # evaluation labels in the form the training loss takes (mixup, smoothing)
+            ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, config["num_classes"])))
+        return ds
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", callbacks=()):
@@ -381,9 +385,8 @@ def _fit(model, strategy, config, run_dir, chief, verbose, extra_callbacks):
         validation = distributed_dataset(
             strategy, config, config["test_split"], training=False, batch_size=eval_batch,
             drop_remainder=strategy.num_replicas_in_sync > 1 or _on_tpu(strategy),
+            one_hot=uses_dense_labels(config),
         )
-        if uses_dense_labels(config):
-            validation = None  # one-hot labels would need a second pipeline; final metrics cover it
     history = []
     # One `fit` per epoch: each epoch reads its own seeded stream, and the first, resumed,
     # epoch runs only the steps that are left (Keras cannot start `fit` mid-epoch).
