@@ -482,3 +482,19 @@ def test_cli_reports_bad_input_without_a_traceback(data_dir, tmp_path):
                                 "--data-dir", data_dir, "--no-export", "--set", "num_classes=5"], timeout=120)
     assert code == 2 and "error: dataset 'sklearn_digits' has labels 0..9" in output
     assert "Traceback" not in output
+
+
+def test_cli_ends_by_exporting_the_run(data_dir, tmp_path, monkeypatch, capsys):
+    import export.convert
+
+    calls = []
+    monkeypatch.setattr(export.convert, "convert",
+                        lambda source, out_dir, **kwargs: calls.append((source, out_dir)) or {"formats": "ok"})
+    code = train.main(["--run-dir", str(tmp_path), "--data-dir", data_dir, "--epochs", "1",
+                       "--set", f"model={json.dumps(TINY)}", "--set", "jit_compile=false",
+                       "--set", "validate_every_epoch=false"])
+    assert code == 0
+    assert calls == [(str(tmp_path), os.path.join(str(tmp_path), "export"))]
+    assert '"formats": "ok"' in capsys.readouterr().out
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"] == TINY and config["epochs"] == 1 and config["data_dir"] == data_dir

@@ -149,14 +149,14 @@ def class_names(config):
 
 
 def _source(config, split, seed):
-    """Undecoded examples `(encoded_or_decoded_image, label)`, in a seeded order when `seed` is set."""
+    """Encoded examples `(image bytes, label)`, in a seeded order when `seed` is set."""
     dataset = config["dataset"]
     if is_image_folder(dataset):
         paths, labels, _, _ = _folder_index(dataset, split)
         ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
         if seed is not None:
             ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
-        return ds.map(lambda path, label: (tf.io.read_file(path), label)), True
+        return ds.map(lambda path, label: (tf.io.read_file(path), label))
     tfds = _tfds()
     builder = _tfds_builder(config)
     image_key, label_key = builder.info.supervised_keys
@@ -175,7 +175,7 @@ def _source(config, split, seed):
     if seed is not None:
         buffer = min(config.get("shuffle_buffer", 10_000), builder.info.splits[split].num_examples)
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
-    return ds, True
+    return ds
 
 
 def _decode(encoded, num_channels):
@@ -280,7 +280,7 @@ def make_dataset(config, split, *, training, batch_size=None, input_context=None
         # Seed the epoch's order from (seed, epoch): the data position of a resumed run is
         # then just (epoch, step), which the checkpoint records.
         seed = int(config.get("seed", 0)) * 100_003 + int(epoch)
-    ds, _ = _source(config, split, seed)
+    ds = _source(config, split, seed)
     if num_pipelines > 1:
         # Every worker reads the same seeded order and keeps its own slice of examples.
         ds = ds.shard(num_pipelines, pipeline_id)
