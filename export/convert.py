@@ -275,7 +275,11 @@ def to_tflite(model, mode, representative_images=None, *, io_dtype="int8"):
 
 def _export_model(model, mode, data, settings, details):
     """The model the converter sees for `mode`: the Keras model, its integer-friendly
-    rebuild, or a tfmot-optimized version of either (recording what tfmot did in `details`)."""
+    rebuild, or a tfmot-optimized version of either (recording what tfmot did in `details`).
+
+    Returns `(export_model, reference_logits)`: for a fine-tuned format the reference is the
+    fine-tuned model's own float logits on the evaluation images (QAT: with fake
+    quantization), which the `.tflite` must reproduce; None means the Keras model's."""
     if mode["optimize"]:
         from export import optimize  # tfmot (and tf_keras): imported only when a format needs it
 
@@ -286,9 +290,10 @@ def _export_model(model, mode, data, settings, details):
     fit = {"steps": settings["fine_tune_steps"],
            **({} if learning_rate is None else {"learning_rate": learning_rate})}
     if mode["optimize"] == "qat":
-        return optimize.quantization_aware_training(
+        qat_model = optimize.quantization_aware_training(
             model, data["train"], **fit, integer_friendly=friendly,
             calibration_images=data.get("representative"))
+        return qat_model, qat_model.predict(data["eval_images"], batch_size=256, verbose=0)
     if mode["optimize"] == "prune":
         weights, reached = optimize.prune(
             model, data["train"], **fit, target_sparsity=settings["target_sparsity"])
@@ -299,11 +304,10 @@ def _export_model(model, mode, data, settings, details):
             model, data["train"], **fit, number_of_clusters=settings["number_of_clusters"])
         details["max_unique_weights_per_kernel"] = unique
         model = optimize.with_weights(model, weights)
+    reference = None
     if mode["optimize"] in ("prune", "cluster"):
-        details["keras_top1_after_" + mode["optimize"]] = float(np.mean(
-            model.predict(data["eval_images"], batch_size=256, verbose=0).argmax(-1)
-            == data["eval_labels"]))
-    return model if layers is keras.layers else graph.rebuild(model, layers)
+        reference = model.predict(data["eval_images"], batch_size=256, verbose=0)
+    return (model if layers is keras.layers else graph.rebuild(model, layers)), reference
 
 
 def _verify_saved_model(directory, images, keras_logits):
@@ -438,11 +442,14 @@ def convert(
             continue
         mode = modes[name]
         details = {}
-        export_model = _export_model(model, mode, data, settings, details)
+        export_model, reference = _export_model(model, mode, data, settings, details)
         tflite = to_tflite(export_model, mode, data.get("representative"), io_dtype=io_dtype)
         evaluate.check_builtin_ops(tflite, name=f"{name}.tflite")
-        measured = evaluate.evaluate_tflite(tflite, data["eval_images"], data["eval_labels"],
-                                            keras_logits, latency_runs=latency_runs)
+        measured = evaluate.evaluate_tflite(
+            tflite, data["eval_images"], data["eval_labels"],
+            keras_logits if reference is None else reference,
+            keras_logits=keras_logits, latency_runs=latency_runs)
+        measured["reference"] = "Keras model" if reference is None else "fine-tuned model"
         if not np.isfinite(measured["max_logit_diff"]):
             raise RuntimeError(
                 f"{name}.tflite gives non-finite logits in LiteRT: the converter lost the "
@@ -504,9 +511,12 @@ def markdown_report(report):
         f"Keras model top-1: {100 * evaluation['keras_top1']:.2f}% on {evaluation['num_examples']} "
         f"evaluation images; {evaluation['calibration_examples']} calibration images. Accuracy "
         "and latency measured in the LiteRT interpreter (ai-edge-litert, XNNPACK, batch 1, "
-        "median).",
+        "median). Agreement and logit differences are against the model each file was "
+        "converted from: the Keras model, or for qat/pruned/clustered the fine-tuned model "
+        "(QAT with its fake quantization); agreement with the original Keras model follows.",
         "",
-        "| format | size (KB) | gzip (KB) | top-1 (%) | agreement (%) | max / mean logit diff "
+        "| format | size (KB) | gzip (KB) | top-1 (%) | agreement (%) ref / Keras "
+        "| max / mean logit diff "
         "| latency 1 / 2 threads (ms) | XNNPACK partitions | float ops | within bounds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
@@ -523,7 +533,8 @@ def markdown_report(report):
         lines.append(
             f"| {name} | {result['size_bytes'] / 1024:.1f} "
             f"| {result['gzip_size_bytes'] / 1024:.1f} "
-            f"| {100 * result['top1']:.2f} | {100 * result['agreement']:.2f} "
+            f"| {100 * result['top1']:.2f} | {100 * result['agreement']:.2f} / "
+            f"{100 * result['agreement_with_keras']:.2f} "
             f"| {result['max_logit_diff']:.3g} / {result['mean_logit_diff']:.3g} "
             f"| {latency.get('1', float('nan')):.3f} / {latency.get('2', float('nan')):.3f} "
             f"| {result['delegated_partitions']} | {float_ops} "

@@ -154,19 +154,24 @@ def latency_ms(model, image, *, num_threads, runs=50, warmup=5):
     return float(np.median(times) * 1e3)
 
 
-def evaluate_tflite(model, images, labels, keras_logits, *, threads=(1, 2), latency_runs=50):
-    """Measures one exported model against its Keras model on the evaluation split.
+def evaluate_tflite(model, images, labels, reference_logits, *, keras_logits=None, threads=(1, 2),
+                    latency_runs=50):
+    """Measures one exported model against the model it was converted from.
 
     Args:
         model: bytes or path of the `.tflite` file.
         images: float32 (N, H, W, C), pixels as the Keras model takes them.
         labels: int (N,). True classes.
-        keras_logits: float32 (N, num_classes). The Keras model's logits for `images`.
+        reference_logits: float32 (N, num_classes). Logits of the model converted (the Keras
+            model, or its fine-tuned version for QAT, pruning, clustering) on `images`.
+        keras_logits: float32 (N, num_classes) or None. The original Keras model's logits,
+            when the reference is a fine-tuned model: adds `agreement_with_keras`.
         threads: ints. Interpreter thread counts to time.
         latency_runs: int. Timed invocations per thread count (the median is reported).
 
-    Returns a dict: size and gzip size in bytes, top-1 accuracy, top-1 agreement with Keras,
-    max and mean absolute logit difference (and the max relative to the largest Keras logit),
+    Returns a dict: size and gzip size in bytes, top-1 accuracy (and the reference's), top-1
+    agreement with the reference, max and mean absolute logit difference (and the max relative
+    to the reference's largest logit),
     latency per thread count, op counts, float ops, delegated partitions, input/output layout.
 
     Example:
@@ -174,22 +179,28 @@ def evaluate_tflite(model, images, labels, keras_logits, *, threads=(1, 2), late
     """
     model = model if isinstance(model, bytes) else open(model, "rb").read()
     logits = predict_logits(model, images, num_threads=os.cpu_count())
-    keras_logits = np.asarray(keras_logits, np.float32)
+    reference_logits = np.asarray(reference_logits, np.float32)
     labels = np.asarray(labels)
-    difference = np.abs(logits - keras_logits)
+    difference = np.abs(logits - reference_logits)
     ops = op_names(model)
     counts = {}
     for op in ops:
         counts[op] = counts.get(op, 0) + 1
+    extra = {}
+    if keras_logits is not None:
+        extra["agreement_with_keras"] = float(
+            np.mean(logits.argmax(-1) == np.asarray(keras_logits).argmax(-1)))
     return {
         "size_bytes": len(model),
         "gzip_size_bytes": len(gzip.compress(model, compresslevel=9)),
         "top1": float(np.mean(logits.argmax(-1) == labels)),
-        "keras_top1": float(np.mean(keras_logits.argmax(-1) == labels)),
-        "agreement": float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1))),
+        "reference_top1": float(np.mean(reference_logits.argmax(-1) == labels)),
+        "agreement": float(np.mean(logits.argmax(-1) == reference_logits.argmax(-1))),
+        **extra,
         "max_logit_diff": float(difference.max()),
         "mean_logit_diff": float(difference.mean()),
-        "relative_max_logit_diff": float(difference.max() / max(np.abs(keras_logits).max(), 1e-12)),
+        "relative_max_logit_diff": float(
+            difference.max() / max(np.abs(reference_logits).max(), 1e-12)),
         "latency_ms": {str(n): latency_ms(model, images[0], num_threads=n, runs=latency_runs)
                        for n in threads},
         "delegated_partitions": delegated_partitions(model),

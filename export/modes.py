@@ -2,9 +2,9 @@
 
 Each row says how the model is prepared (`optimize`), which graph the converter sees
 (`graph`), how the converter quantizes (`quantize`), and the bounds the LiteRT model is held
-to against the Keras model on the evaluation split (`max_logit_diff`, as a fraction of the
-Keras logits' largest magnitude, and `min_agreement`, top-1 agreement). The bounds are
-checked in tests/test_export.py on a tiny digits Mixer; every report shows them.
+to against the model it was converted from on the evaluation split (`max_logit_diff`, as a
+fraction of that model's largest logit magnitude, and `min_agreement`, top-1 agreement).
+The bounds are checked in tests/test_export.py on a tiny digits Mixer; every report shows them.
 
 - optimize: None, or a tfmot step on the tf_keras twin before conversion:
   "qat" (quantization-aware fine-tuning), "prune" (magnitude pruning to a target sparsity),
@@ -45,23 +45,24 @@ MODES = {
         optimize=None, graph="keras", quantize="full_integer",
         max_logit_diff=0.35, min_agreement=0.95,
     ),
-    # Fine-tuning moves the function on purpose (an under-trained model keeps learning:
-    # a 3-epoch digits run went from 89% to 93% top-1 in QAT), so the fine-tuned formats
-    # are held loosely to the Keras model and firmly to accuracy (QAT >= PTQ, the budget).
+    # The fine-tuned formats are held to the fine-tuned model they were converted from (for
+    # QAT, the tfmot model with its fake quantization): fine-tuning moves the function on
+    # purpose (a 3-epoch digits run went from 89% to 92% top-1 in QAT). Their accuracy
+    # against the original is held by QAT >= PTQ and the --max-accuracy-drop budget.
     "qat_int8": dict(
         description="quantization-aware training (tfmot), then full-integer int8",
         optimize="qat", graph="integer_friendly", quantize="full_integer",
-        max_logit_diff=1.0, min_agreement=0.9,
+        max_logit_diff=0.35, min_agreement=0.95,
     ),
     "pruned_int8": dict(
         description="magnitude pruning (tfmot) to the target sparsity, then full-integer int8",
         optimize="prune", graph="integer_friendly", quantize="full_integer",
-        max_logit_diff=1.0, min_agreement=0.85,
+        max_logit_diff=0.35, min_agreement=0.95,
     ),
     "clustered_int8": dict(
         description="weight clustering (tfmot), then full-integer int8",
         optimize="cluster", graph="integer_friendly", quantize="full_integer",
-        max_logit_diff=1.0, min_agreement=0.85,
+        max_logit_diff=0.35, min_agreement=0.95,
     ),
 }
 
