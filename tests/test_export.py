@@ -253,6 +253,9 @@ def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     assert "| fp32 |" in capsys.readouterr().out
     assert convert_module.main([str(tmp_path / "missing"), "--out", str(out_dir)]) == 2
     assert "No model at" in capsys.readouterr().err
+    budget = ["--formats", "dynamic_int8", "--eval-samples", "50", "--max-accuracy-drop", "-1"]
+    assert convert_module.main([str(run_dir), "--out", str(tmp_path / "budget"), *budget]) == 1
+    assert "FAILED: Quantized models outside the accuracy budget" in capsys.readouterr().err
 
 
 def test_accuracy_budget_fails_loudly_after_writing_the_report(run_dir, tmp_path):
