@@ -135,6 +135,16 @@ def check_images(images, model, what):
         )
 
 
+def tfmot_available():
+    """Whether tensorflow-model-optimization and tf_keras import (not on the TPU stack)."""
+    try:
+        import tensorflow_model_optimization  # noqa: F401
+        import tf_keras  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _check_config(config, source):
     if config is None:
         raise ValueError(
@@ -378,10 +388,22 @@ def convert(
     >>> report = export.convert.convert("runs/digits", "exports/digits", ["fp32", "int8"])
     >>> report["formats"]["int8"]["top1"]
     """
+    requested = formats
     formats = list(formats or (SAVED_MODEL, *DEFAULT_FORMATS))
     for name in formats:
         if name != SAVED_MODEL:
             get_mode(name)
+    needs_tfmot = [name for name in formats if name != SAVED_MODEL and get_mode(name)["optimize"]]
+    if needs_tfmot and not tfmot_available():
+        if requested:
+            raise ImportError(
+                f"{', '.join(needs_tfmot)} need tensorflow-model-optimization and tf-keras "
+                "(requirements.txt), which this Python lacks (the TPU stack has no tf-keras). "
+                "Export on a CPU/GPU machine with requirements.txt, or leave these formats out."
+            )
+        log.warning("Skipping %s: tensorflow-model-optimization/tf-keras are not installed.",
+                    ", ".join(needs_tfmot))
+        formats = [name for name in formats if name not in needs_tfmot]
     model, config = load_source(source, config)
     check_writable(out_dir)
     modes = {name: get_mode(name) for name in formats if name != SAVED_MODEL}
@@ -633,7 +655,7 @@ def main(argv=None):
         print(open(os.path.join(args.out, "report.md")).read())
         print(f"FAILED: {error}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, PermissionError, TypeError, ValueError, evaluate.OpsError) as error:
+    except (FileNotFoundError, ImportError, PermissionError, TypeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(markdown_report(report))

@@ -299,6 +299,13 @@ def test_bad_representative_data_is_a_clear_error(run_dir, digits_test, tmp_path
     assert not list(tmp_path.glob("*.tflite"))
 
 
+def test_fine_tuned_formats_without_tfmot_are_a_clear_error(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(convert_module, "tfmot_available", lambda: False)
+    with pytest.raises(ImportError, match="qat_int8 need tensorflow-model-optimization"):
+        convert(str(run_dir), str(tmp_path), ["fp32", "qat_int8"])
+    assert not list(tmp_path.iterdir())
+
+
 def test_unwritable_output_is_a_clear_error(run_dir, tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(PermissionError, match="Cannot write the export to"):
