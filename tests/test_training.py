@@ -38,7 +38,10 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_config(data_dir, **overrides):
-    return recipes.get_recipe("digits", **{"data_dir": data_dir, "model": dict(TINY), "jit_compile": False, **overrides})
+    """The digits recipe with the tiny model on the 8x8 images, integer labels, no shifts."""
+    return recipes.get_recipe("digits", **{
+        "data_dir": data_dir, "model": dict(TINY), "jit_compile": False, "image_size": 8,
+        "label_smoothing": 0.0, "random_shift": 0, **overrides})
 
 
 def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
@@ -291,7 +294,8 @@ from training import recipes, train
 # runs as such under the default strategy and falls back to 1 under Mirrored (Keras 3.15 fails).
 config = recipes.get_recipe("digits", data_dir=sys.argv[1], model=json.loads(sys.argv[3]), epochs=1,
                             batch_size=256, jit_compile=False, validate_every_epoch=False, warmup_steps=2,
-                            dropout_rate=0.0, steps_per_execution=4)
+                            dropout_rate=0.0, steps_per_execution=4, image_size=8, label_smoothing=0.0,
+                            random_shift=0)
 strategies = {"default": tf.distribute.get_strategy(),
               "mirrored": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
 for name, strategy in strategies.items():
@@ -327,7 +331,8 @@ def fit_and_save(model, *args, **kwargs):
     return history
 train._fit = fit_and_save
 config = recipes.get_recipe("digits", data_dir=sys.argv[1], model=json.loads(sys.argv[4]), epochs=1,
-                            batch_size=256, jit_compile=False, warmup_steps=2, dropout_rate=0.0)
+                            batch_size=256, jit_compile=False, warmup_steps=2, dropout_rate=0.0,
+                            image_size=8, label_smoothing=0.0, random_shift=0)
 train.run(config, sys.argv[2], verbose=2)
 """
 

@@ -281,6 +281,12 @@ def make_dataset(config, split, *, training, batch_size=None, input_context=None
         # then just (epoch, step), which the checkpoint records.
         seed = int(config.get("seed", 0)) * 100_003 + int(epoch)
     ds = _source(config, split, seed)
+    if training:
+        # One stateless seed per example, fixed by (seed, epoch, position in the epoch's order)
+        # before sharding and skipping: the same example gets the same crop and shift whatever
+        # the number of workers, and after a resume.
+        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+        ds = tf.data.Dataset.zip((ds, seeds))
     if num_pipelines > 1:
         # Every worker reads the same seeded order and keeps its own slice of examples.
         ds = ds.shard(num_pipelines, pipeline_id)
@@ -298,9 +304,6 @@ def make_dataset(config, split, *, training, batch_size=None, input_context=None
     ds = ds.with_options(options)
 
     if training:
-        # One stateless seed per example, itself a function of (seed, epoch, position).
-        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
-        ds = tf.data.Dataset.zip((ds, seeds))
         ds = ds.map(lambda example, s: (_preprocess(example[0], s, config, True), example[1]),
                     num_parallel_calls=tf.data.AUTOTUNE)
     else:
@@ -326,7 +329,7 @@ def _augment_batches(ds, config):
                     num_parallel_calls=tf.data.AUTOTUNE)
     mixup_alpha = config.get("mixup_alpha", 0.0)
     if mixup_alpha or config.get("label_smoothing", 0.0):
-        num_classes = config["num_classes"]
+        num_classes = config.get("num_classes") or dataset_info(config, config.get("train_split", "train"))["num_classes"]
         ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
     if mixup_alpha:
         mix_up = keras.layers.MixUp(alpha=mixup_alpha, seed=config.get("seed", 0))

@@ -6,10 +6,11 @@ to `RUN_DIR/config.json`, which is all it takes to repeat the run.
 
 Recipes (command, expected result, cost):
 
-- "digits" (the default): a small Mixer (patch 2 on 8x8 images, 16 tokens) on scikit-learn's
-  handwritten digits, Adam with warmup and cosine decay.
+- "digits" (the default): a small Mixer (16 tokens of 4x4 patches, hidden 64, 4 blocks, 0.2 M
+  parameters) on scikit-learn's handwritten digits, AdamW with warmup and cosine decay.
       python -m training.train
-  ~98% test accuracy (>= 97% on every seed we tried) in about a minute on 2 CPU cores.
+  Test accuracy (364 images) 97.3-98.4% over the seeds we ran (seed 0, the default: see
+  metrics.json); about 2 minutes on 2 CPU cores.
 
 - "pretrain": the paper's pre-training (Section 3, Appendix B): Adam (beta1 0.9, beta2 0.999),
   linear warmup of 10k steps then linear decay, weight decay 0.1, gradient clipping at
@@ -90,13 +91,19 @@ BASE = dict(
 RECIPES = {
     "digits": dict(
         dataset="sklearn_digits",
-        image_size=8,
+        # The 8x8 scans upsampled to 16x16 and cut into 4x4 patches: 16 tokens, each with
+        # 16 smoothly interpolated pixels, which generalises better than 2x2 patches of 8x8;
+        # shifts of one (upsampled) pixel, label smoothing, dropout and weight decay keep
+        # the 1,433 training images from being memorised.
+        image_size=16,
         num_channels=1,
         variant=None,
-        model=dict(patch_size=2, hidden_dim=64, num_blocks=4, tokens_mlp_dim=64, channels_mlp_dim=128),
+        model=dict(patch_size=4, hidden_dim=64, num_blocks=4, tokens_mlp_dim=64, channels_mlp_dim=128),
+        random_shift=1,
+        label_smoothing=0.1,
         dropout_rate=0.1,
         batch_size=64,
-        epochs=30,
+        epochs=50,
         learning_rate=5e-3,
         weight_decay=0.05,
         warmup_steps=100,
