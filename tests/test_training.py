@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import data, recipes, strategy as strategy_lib, train
+from training import data, recipes, train
+from training import strategy as strategy_lib
 from training.digits import digits_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,16 +40,32 @@ def data_dir(tmp_path_factory):
 
 def tiny_config(data_dir, **overrides):
     """The digits recipe with the tiny model on the 8x8 images, integer labels, no shifts."""
-    return recipes.get_recipe("digits", **{
-        "data_dir": data_dir, "model": dict(TINY), "jit_compile": False, "image_size": 8,
-        "label_smoothing": 0.0, "random_shift": 0, **overrides})
+    return recipes.get_recipe(
+        "digits",
+        **{
+            "data_dir": data_dir,
+            "model": dict(TINY),
+            "jit_compile": False,
+            "image_size": 8,
+            "label_smoothing": 0.0,
+            "random_shift": 0,
+            **overrides,
+        },
+    )
 
 
 def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
     """subprocess.run with a timeout that ends in SIGKILL (TF ignores SIGTERM when stuck)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, **(env or {})}
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, **kwargs)
+    process = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -60,7 +77,9 @@ def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
 
 def max_abs_difference(weights_a, weights_b):
     assert len(weights_a) == len(weights_b)
-    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(weights_a, weights_b))
+    return max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(weights_a, weights_b)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +112,8 @@ def test_make_dataset_gives_static_float_pixels_and_the_split(data_dir):
     assert images.dtype == np.float32 and labels.dtype == np.int32
     assert images.shape == (364, 8, 8, 1)
     assert sorted(zip(map(bytes, images.astype(np.uint8)), labels)) == sorted(
-        zip(map(bytes, expected_images), expected_labels))
+        zip(map(bytes, expected_images), expected_labels)
+    )
 
     train_ds = data.make_dataset(config, "train", training=True)
     spec_images, spec_labels = train_ds.element_spec
@@ -105,12 +125,14 @@ def test_training_stream_is_a_function_of_seed_epoch_and_step(data_dir):
     config = tiny_config(data_dir)
 
     def labels(**kwargs):
-        return np.concatenate([y.numpy() for _, y in data.make_dataset(config, "train", training=True, **kwargs)])
+        return np.concatenate(
+            [y.numpy() for _, y in data.make_dataset(config, "train", training=True, **kwargs)]
+        )
 
     epoch0 = labels(epoch=0)
     np.testing.assert_array_equal(epoch0, labels(epoch=0))
     assert not np.array_equal(epoch0, labels(epoch=1))
-    np.testing.assert_array_equal(labels(epoch=0, start_step=5), epoch0[5 * 64:])
+    np.testing.assert_array_equal(labels(epoch=0, start_step=5), epoch0[5 * 64 :])
 
 
 def test_input_pipelines_split_the_global_batch_without_overlap(data_dir):
@@ -118,8 +140,9 @@ def test_input_pipelines_split_the_global_batch_without_overlap(data_dir):
     whole = [y.numpy() for _, y in data.make_dataset(config, "train", training=True)]
     shards = []
     for pipeline_id in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id,
-                                             num_replicas_in_sync=2)
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+        )
         ds = data.make_dataset(config, "train", training=True, input_context=context)
         assert ds.element_spec[0].shape[0] == 32  # per-replica batch
         shards.append(np.concatenate([y.numpy() for _, y in ds]))
@@ -130,7 +153,9 @@ def test_input_pipelines_split_the_global_batch_without_overlap(data_dir):
 
 
 def test_class_names(data_dir):
-    assert data.class_names({"dataset": "sklearn_digits", "data_dir": data_dir}) == [str(d) for d in range(10)]
+    assert data.class_names({"dataset": "sklearn_digits", "data_dir": data_dir}) == [
+        str(d) for d in range(10)
+    ]
 
 
 def test_unprepared_tfds_dataset_fails_fast_with_how_to(tmp_path):
@@ -138,7 +163,9 @@ def test_unprepared_tfds_dataset_fails_fast_with_how_to(tmp_path):
     with pytest.raises(data.DataError, match="tfds build cifar10"):
         data.dataset_info({"dataset": "cifar10", "data_dir": str(tmp_path)}, "train")
     assert time.monotonic() - start < 30
-    with pytest.raises(data.DataError, match="neither a tensorflow-datasets name nor an existing folder"):
+    with pytest.raises(
+        data.DataError, match="neither a tensorflow-datasets name nor an existing folder"
+    ):
         data.dataset_info({"dataset": "no_such_dataset_xyz", "data_dir": str(tmp_path)}, "train")
 
 
@@ -156,7 +183,9 @@ def test_image_folder_reads_classes_and_reports_corrupt_files(tmp_path, caplog):
     config = tiny_config(None, dataset=str(tmp_path), batch_size=8)
     with caplog.at_level("WARNING"):
         info = data.dataset_info(config, "train")
-    assert info["num_examples"] == 30 and info["skipped_files"] == [f"{corrupt} (UnidentifiedImageError)"]
+    assert info["num_examples"] == 30 and info["skipped_files"] == [
+        f"{corrupt} (UnidentifiedImageError)"
+    ]
     assert str(corrupt) in caplog.text
     test = data.make_dataset(config, "test", training=False)
     got = np.concatenate([x.numpy() for x, _ in test])
@@ -177,9 +206,17 @@ def test_recipes_are_complete_and_follow_the_paper():
     pretrain = recipes.get_recipe("pretrain")
     # Paper, Appendix B: Adam (0.9, 0.999), linear warmup 10k then linear decay, clip at 1.
     assert (pretrain["optimizer"], pretrain["beta_1"], pretrain["beta_2"]) == ("adam", 0.9, 0.999)
-    assert (pretrain["warmup_steps"], pretrain["decay"], pretrain["clip_global_norm"]) == (10_000, "linear", 1.0)
+    assert (pretrain["warmup_steps"], pretrain["decay"], pretrain["clip_global_norm"]) == (
+        10_000,
+        "linear",
+        1.0,
+    )
     finetune = recipes.get_recipe("finetune")
-    assert (finetune["optimizer"], finetune["momentum"], finetune["decay"]) == ("sgd", 0.9, "cosine")
+    assert (finetune["optimizer"], finetune["momentum"], finetune["decay"]) == (
+        "sgd",
+        0.9,
+        "cosine",
+    )
     i1k = recipes.get_recipe("i1k")
     assert i1k["randaugment"] == {"num_ops": 2, "magnitude": 15} and i1k["mixup_alpha"] == 0.5
     with pytest.raises(ValueError, match="Unknown config key"):
@@ -209,8 +246,14 @@ def test_bad_config_fails_before_training(data_dir):
 
 
 def test_non_finite_loss_stops_and_names_the_step(data_dir, tmp_path):
-    config = tiny_config(data_dir, epochs=1, learning_rate=1e30, clip_global_norm=0.0,
-                         warmup_steps=0, validate_every_epoch=False)
+    config = tiny_config(
+        data_dir,
+        epochs=1,
+        learning_rate=1e30,
+        clip_global_norm=0.0,
+        warmup_steps=0,
+        validate_every_epoch=False,
+    )
     with pytest.raises(train.NonFiniteLossError, match=r"at step \d+"):
         train.run(config, str(tmp_path), verbose=0)
 
@@ -218,8 +261,15 @@ def test_non_finite_loss_stops_and_names_the_step(data_dir, tmp_path):
 def test_mixed_bfloat16_with_xla_trains_and_saves_a_float32_model(data_dir, tmp_path):
     import keras
 
-    config = tiny_config(data_dir, epochs=1, batch_size=128, dtype_policy="mixed_bfloat16",
-                         jit_compile=True, validate_every_epoch=False, dropout_rate=0.0)
+    config = tiny_config(
+        data_dir,
+        epochs=1,
+        batch_size=128,
+        dtype_policy="mixed_bfloat16",
+        jit_compile=True,
+        validate_every_epoch=False,
+        dropout_rate=0.0,
+    )
     run_dir = train.run(config, str(tmp_path), verbose=0)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert np.isfinite(metrics["test_loss"]) and metrics["steps"] == 1433 // 128
@@ -236,11 +286,23 @@ def test_init_fine_tunes_an_official_checkpoint_at_a_higher_resolution(data_dir,
     params = random_official_params(np.random.default_rng(0), **TINY, num_patches=4, num_classes=7)
     path = str(tmp_path / "official.npz")
     np.savez(path, **params)
-    config = tiny_config(data_dir, init=path, num_channels=3, image_size=16, epochs=1, batch_size=256,
-                         validate_every_epoch=False, dropout_rate=0.0, learning_rate=1e-4)
+    config = tiny_config(
+        data_dir,
+        init=path,
+        num_channels=3,
+        image_size=16,
+        epochs=1,
+        batch_size=256,
+        validate_every_epoch=False,
+        dropout_rate=0.0,
+        learning_rate=1e-4,
+    )
     run_dir = train.run(config, str(tmp_path / "run"), verbose=0)
     model = keras.models.load_model(f"{run_dir}/model.keras")
-    assert model.num_classes == 10 and tuple(model.image_size) == (16, 16)  # new head, new resolution
+    assert model.num_classes == 10 and tuple(model.image_size) == (
+        16,
+        16,
+    )  # new head, new resolution
     # The body starts from the checkpoint (5 small steps away), not from a fresh initialisation.
     stem = model.get_layer("stem").get_weights()[0]
     assert np.abs(stem - params["stem/kernel"]).max() < 0.01 < np.abs(params["stem/kernel"]).max()
@@ -254,8 +316,12 @@ def test_get_strategy_defaults_and_single_task_cluster(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("TPU_NAME", raising=False)
     assert strategy_lib.get_strategy() is tf.distribute.get_strategy()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
-                                                "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
+        ),
+    )
     assert strategy_lib.get_strategy() is tf.distribute.get_strategy()
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(strategy_lib.StrategyError, match="TF_CONFIG is not valid JSON"):
@@ -293,8 +359,9 @@ from training import recipes, train
 # No dropout: its masks depend on how the batch is split across replicas. steps_per_execution=4
 # runs as such under the default strategy and falls back to 1 under Mirrored (Keras 3.15 fails).
 config = recipes.get_recipe("digits", data_dir=sys.argv[1], model=json.loads(sys.argv[3]), epochs=1,
-                            batch_size=256, jit_compile=False, validate_every_epoch=False, warmup_steps=2,
-                            dropout_rate=0.0, steps_per_execution=4, image_size=8, label_smoothing=0.0,
+                            batch_size=256, jit_compile=False, validate_every_epoch=False,
+                            warmup_steps=2, dropout_rate=0.0, steps_per_execution=4, image_size=8,
+                            label_smoothing=0.0,
                             random_shift=0)
 strategies = {"default": tf.distribute.get_strategy(),
               "mirrored": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
@@ -308,7 +375,9 @@ for name, strategy in strategies.items():
 
 def test_mirrored_over_two_cpus_matches_default_strategy(data_dir, tmp_path):
     # Logical devices must be set before TF initialises: a fresh process.
-    code, output = run_bounded([sys.executable, "-c", MIRRORED_SCRIPT, data_dir, str(tmp_path), json.dumps(TINY)])
+    code, output = run_bounded(
+        [sys.executable, "-c", MIRRORED_SCRIPT, data_dir, str(tmp_path), json.dumps(TINY)]
+    )
     assert code == 0, output[-3000:]
     assert "default 1" in output and "mirrored 2" in output
     assert "steps_per_execution=4 is not supported" in output
@@ -349,11 +418,30 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, data_dir, str(tmp_path / f"run{index}"),
-             str(tmp_path / f"worker{index}.npz"), json.dumps(TINY)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "TF_CONFIG": tf_config,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": REPO,
+        }
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    WORKER_SCRIPT,
+                    data_dir,
+                    str(tmp_path / f"run{index}"),
+                    str(tmp_path / f"worker{index}.npz"),
+                    json.dumps(TINY),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
     outputs = []
     for process in processes:
@@ -377,8 +465,11 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
     config = json.loads((chief / "config.json").read_text())
     assert config["num_replicas"] == 2 and config["strategy_used"] == "MultiWorkerMirroredStrategy"
     # Two workers with half batches each follow the same path as one process with the global batch.
-    single = train.run(tiny_config(data_dir, epochs=1, batch_size=256, warmup_steps=2, dropout_rate=0.0),
-                       str(tmp_path / "single"), verbose=0)
+    single = train.run(
+        tiny_config(data_dir, epochs=1, batch_size=256, warmup_steps=2, dropout_rate=0.0),
+        str(tmp_path / "single"),
+        verbose=0,
+    )
     import keras
 
     expected = keras.models.load_model(f"{single}/model.keras").get_weights()
@@ -413,13 +504,26 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path):
     steps_per_epoch, epochs, every = 1433 // 64, 3, 4
 
     def command(run_dir, delay):
-        return [sys.executable, "-c", RESUME_SCRIPT, data_dir, str(run_dir), str(tmp_path / "progress"),
-                str(delay), json.dumps(TINY)]
+        return [
+            sys.executable,
+            "-c",
+            RESUME_SCRIPT,
+            data_dir,
+            str(run_dir),
+            str(tmp_path / "progress"),
+            str(delay),
+            json.dumps(TINY),
+        ]
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
     run_dir = tmp_path / "preempted"
-    process = subprocess.Popen(command(run_dir, 0.15), cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command(run_dir, 0.15),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     step_file = run_dir / "backup" / "step.json"
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
     try:
@@ -427,7 +531,11 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path):
         while time.monotonic() < deadline:
             if step_file.exists():
                 saved = json.loads(step_file.read_text())
-                if saved["epoch"] == 1 and 0 < saved["step_in_epoch"] and (tmp_path / "progress").exists():
+                if (
+                    saved["epoch"] == 1
+                    and 0 < saved["step_in_epoch"]
+                    and (tmp_path / "progress").exists()
+                ):
                     reached = int((tmp_path / "progress").read_text() or 0)
                     if reached >= saved["step"] + 2:
                         break
@@ -465,13 +573,28 @@ def test_default_cli_trains_digits_to_97_percent_and_writes_the_run_directory(da
     import keras
 
     run_dir = tmp_path / "digits"
-    code, output = run_bounded([sys.executable, "-m", "training.train", "--run-dir", str(run_dir),
-                                "--data-dir", data_dir, "--no-export"], timeout=600)
+    code, output = run_bounded(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--run-dir",
+            str(run_dir),
+            "--data-dir",
+            data_dir,
+            "--no-export",
+        ],
+        timeout=600,
+    )
     assert code == 0, output[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.97, metrics
     config = json.loads((run_dir / "config.json").read_text())
-    assert metrics["steps"] == config["steps_per_epoch"] * config["epochs"] == metrics["epochs"] * (1433 // 64)
+    assert (
+        metrics["steps"]
+        == config["steps_per_epoch"] * config["epochs"]
+        == metrics["epochs"] * (1433 // 64)
+    )
     assert (run_dir / "training_curves.png").stat().st_size > 0
     assert any((run_dir / "logs" / "train").iterdir())  # TensorBoard events
     # config.json repeats the run: same data settings, and the saved model takes its images.
@@ -483,8 +606,21 @@ def test_default_cli_trains_digits_to_97_percent_and_writes_the_run_directory(da
 
 
 def test_cli_reports_bad_input_without_a_traceback(data_dir, tmp_path):
-    code, output = run_bounded([sys.executable, "-m", "training.train", "--run-dir", str(tmp_path),
-                                "--data-dir", data_dir, "--no-export", "--set", "num_classes=5"], timeout=120)
+    code, output = run_bounded(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--run-dir",
+            str(tmp_path),
+            "--data-dir",
+            data_dir,
+            "--no-export",
+            "--set",
+            "num_classes=5",
+        ],
+        timeout=120,
+    )
     assert code == 2 and "error: dataset 'sklearn_digits' has labels 0..9" in output
     assert "Traceback" not in output
 
@@ -493,12 +629,27 @@ def test_cli_ends_by_exporting_the_run(data_dir, tmp_path, monkeypatch, capsys):
     # A stand-in for export.convert: the real one needs ai-edge-litert, absent from the TPU stack.
     calls = []
     fake = types.ModuleType("export.convert")
-    fake.convert = lambda source, out_dir, **kwargs: calls.append((source, out_dir)) or {"formats": "ok"}
+    fake.convert = lambda source, out_dir, **kwargs: (
+        calls.append((source, out_dir)) or {"formats": "ok"}
+    )
     monkeypatch.setitem(sys.modules, "export", types.ModuleType("export"))
     monkeypatch.setitem(sys.modules, "export.convert", fake)
-    code = train.main(["--run-dir", str(tmp_path), "--data-dir", data_dir, "--epochs", "1",
-                       "--set", f"model={json.dumps(TINY)}", "--set", "jit_compile=false",
-                       "--set", "validate_every_epoch=false"])
+    code = train.main(
+        [
+            "--run-dir",
+            str(tmp_path),
+            "--data-dir",
+            data_dir,
+            "--epochs",
+            "1",
+            "--set",
+            f"model={json.dumps(TINY)}",
+            "--set",
+            "jit_compile=false",
+            "--set",
+            "validate_every_epoch=false",
+        ]
+    )
     assert code == 0
     assert calls == [(str(tmp_path), os.path.join(str(tmp_path), "export"))]
     assert '"formats": "ok"' in capsys.readouterr().out

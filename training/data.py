@@ -52,7 +52,7 @@ def _tfds():
 
 
 def _tfds_builder(config):
-    """The prepared tfds builder for `config["dataset"]`, or a DataError saying how to prepare it."""
+    """The prepared tfds builder of `config["dataset"]`, or a DataError saying how to prepare it."""
     tfds = _tfds()
     name, data_dir = config["dataset"], config.get("data_dir")
     try:
@@ -87,7 +87,9 @@ def _folder_index(root, split):
             f"image folder {root!r} has no {split!r} split: expected {split_dir}/<class>/<image>. "
             f"Found: {sorted(os.listdir(root))}."
         )
-    class_names = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    class_names = sorted(
+        d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))
+    )
     if not class_names:
         raise DataError(f"{split_dir} has no class folders: expected {split_dir}/<class>/<image>.")
     paths, labels, bad = [], [], []
@@ -124,18 +126,27 @@ def dataset_info(config, split):
     dataset = config["dataset"]
     if is_image_folder(dataset):
         paths, _, class_names, bad = _folder_index(dataset, split)
-        return {"num_examples": len(paths), "num_classes": len(class_names),
-                "class_names": class_names, "skipped_files": bad}
+        return {
+            "num_examples": len(paths),
+            "num_classes": len(class_names),
+            "class_names": class_names,
+            "skipped_files": bad,
+        }
     builder = _tfds_builder(config)
     if split not in builder.info.splits:
         raise DataError(
-            f"tfds dataset {dataset!r} has no split {split!r}; it has {sorted(builder.info.splits)}. "
+            f"tfds dataset {dataset!r} has no split {split!r}; "
+            f"it has {sorted(builder.info.splits)}. "
             "Set train_split / test_split (e.g. --set test_split=validation for imagenet2012)."
         )
     label = builder.info.features[builder.info.supervised_keys[1]]
     names = list(label.names)
-    return {"num_examples": builder.info.splits[split].num_examples,
-            "num_classes": label.num_classes, "class_names": names, "skipped_files": []}
+    return {
+        "num_examples": builder.info.splits[split].num_examples,
+        "num_classes": label.num_classes,
+        "class_names": names,
+        "skipped_files": [],
+    }
 
 
 def class_names(config):
@@ -161,13 +172,16 @@ def _source(config, split, seed):
     builder = _tfds_builder(config)
     image_key, label_key = builder.info.supervised_keys
     read_config = tfds.ReadConfig(
-        shuffle_seed=seed, interleave_cycle_length=1 if seed is None else 16,
+        shuffle_seed=seed,
+        interleave_cycle_length=1 if seed is None else 16,
         # The one order every worker shares; we shard by element below, so tfds must not
         # shard files (it fails when a split has fewer files than workers).
         input_context=None,
     )
     ds = builder.as_dataset(
-        split=split, shuffle_files=seed is not None, read_config=read_config,
+        split=split,
+        shuffle_files=seed is not None,
+        read_config=read_config,
         # Keep images encoded until after the shuffle: the buffer holds bytes, not pixels.
         decoders={image_key: tfds.decode.SkipDecoding()},
     )
@@ -182,9 +196,13 @@ def _decode(encoded, num_channels):
     image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
     channels = tf.shape(image)[-1]
     if num_channels == 1:
-        image = tf.cond(channels == 1, lambda: image, lambda: tf.image.rgb_to_grayscale(image[..., :3]))
+        image = tf.cond(
+            channels == 1, lambda: image, lambda: tf.image.rgb_to_grayscale(image[..., :3])
+        )
     else:
-        image = tf.cond(channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3])
+        image = tf.cond(
+            channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3]
+        )
     image.set_shape([None, None, num_channels])
     return image
 
@@ -192,9 +210,13 @@ def _decode(encoded, num_channels):
 def _inception_crop(image, seed):
     """Random crop of 5-100% of the area, aspect 3/4..4/3 (the paper's "inception crop")."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed,
-        area_range=(0.05, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
-        min_object_covered=0, use_image_if_no_bounding_boxes=True,
+        tf.shape(image),
+        bounding_boxes=tf.zeros([1, 0, 4]),
+        seed=seed,
+        area_range=(0.05, 1.0),
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        min_object_covered=0,
+        use_image_if_no_bounding_boxes=True,
     )
     return tf.slice(image, begin, size)
 
@@ -234,8 +256,17 @@ def _image_size(config):
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def make_dataset(config, split, *, training, batch_size=None, input_context=None, epoch=0,
-                 start_step=0, drop_remainder=None):
+def make_dataset(
+    config,
+    split,
+    *,
+    training,
+    batch_size=None,
+    input_context=None,
+    epoch=0,
+    start_step=0,
+    drop_remainder=None,
+):
     """The one input pipeline: images as the model takes them, batched with static shapes.
 
     `make_dataset(config, split, *, training, batch_size=None, input_context=None, epoch=0,
@@ -247,7 +278,8 @@ def make_dataset(config, split, *, training, batch_size=None, input_context=None
     Args:
         config: dict. A run config (`DIR/config.json`, or `training.recipes.get_recipe(...)`);
             reads dataset, data_dir, image_size, num_channels, num_classes, batch_size, seed,
-            shuffle_buffer, train_crop, eval_crop, random_shift, random_flip, randaugment, mixup_alpha,
+            shuffle_buffer, train_crop, eval_crop, random_shift, random_flip, randaugment,
+            mixup_alpha,
             label_smoothing.
         split: str. A split name ("train", "test", "validation", "train[:90%]" for tfds).
         training: bool. True: one epoch of the training stream (shuffled and augmented as a
@@ -271,7 +303,10 @@ def make_dataset(config, split, *, training, batch_size=None, input_context=None
     num_pipelines, pipeline_id = 1, 0
     per_pipeline_batch = per_replica_batch = batch_size
     if input_context is not None:
-        num_pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+        num_pipelines, pipeline_id = (
+            input_context.num_input_pipelines,
+            input_context.input_pipeline_id,
+        )
         per_replica_batch = input_context.get_per_replica_batch_size(batch_size)
         per_pipeline_batch = batch_size // num_pipelines
 
@@ -297,18 +332,23 @@ def make_dataset(config, split, *, training, batch_size=None, input_context=None
     # input_context (`strategy.experimental_distribute_dataset`), shard by element (DATA):
     # FILE sharding fails when a split has fewer files than workers.
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF if input_context is not None
+        tf.data.experimental.AutoShardPolicy.OFF
+        if input_context is not None
         else tf.data.experimental.AutoShardPolicy.DATA
     )
     options.deterministic = True
     ds = ds.with_options(options)
 
     if training:
-        ds = ds.map(lambda example, s: (_preprocess(example[0], s, config, True), example[1]),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda example, s: (_preprocess(example[0], s, config, True), example[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     else:
-        ds = ds.map(lambda image, label: (_preprocess(image, None, config, False), label),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda image, label: (_preprocess(image, None, config, False), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     ds = ds.batch(per_replica_batch, drop_remainder=drop_remainder)
     if training:
         ds = _augment_batches(ds, config)
@@ -322,14 +362,21 @@ def _augment_batches(ds, config):
     randaugment = config.get("randaugment")
     if randaugment:
         layer = keras.layers.RandAugment(
-            value_range=(0, 255), num_ops=randaugment["num_ops"], factor=randaugment["magnitude"] / 10,
+            value_range=(0, 255),
+            num_ops=randaugment["num_ops"],
+            factor=randaugment["magnitude"] / 10,
             seed=config.get("seed", 0),
         )
-        ds = ds.map(lambda images, labels: (layer(images, training=True), labels),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda images, labels: (layer(images, training=True), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     mixup_alpha = config.get("mixup_alpha", 0.0)
     if mixup_alpha or config.get("label_smoothing", 0.0):
-        num_classes = config.get("num_classes") or dataset_info(config, config.get("train_split", "train"))["num_classes"]
+        num_classes = (
+            config.get("num_classes")
+            or dataset_info(config, config.get("train_split", "train"))["num_classes"]
+        )
         ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
     if mixup_alpha:
         mix_up = keras.layers.MixUp(alpha=mixup_alpha, seed=config.get("seed", 0))

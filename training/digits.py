@@ -55,8 +55,14 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
                 }
             ),
             supervised_keys=("image", "label"),
-            homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
-            citation="Alpaydin, E. and Kaynak, C. (1998). Optical Recognition of Handwritten Digits. UCI.",
+            homepage=(
+                "https://scikit-learn.org/stable/modules/generated/"
+                "sklearn.datasets.load_digits.html"
+            ),
+            citation=(
+                "Alpaydin, E. and Kaynak, C. (1998). "
+                "Optical Recognition of Handwritten Digits. UCI."
+            ),
         )
 
     def _split_generators(self, dl_manager):

@@ -43,19 +43,20 @@ import copy
 # Keys every recipe has; a recipe lists only what it changes.
 BASE = dict(
     # Data (training/data.py).
-    dataset="sklearn_digits",       # tfds name, or a folder ROOT/<split>/<class>/<image>
-    data_dir=None,                  # tfds data_dir (local or gs://); None: ~/tensorflow_datasets
+    dataset="sklearn_digits",  # tfds name, or a folder ROOT/<split>/<class>/<image>
+    data_dir=None,  # tfds data_dir (local or gs://); None: ~/tensorflow_datasets
     train_split="train",
     test_split="test",
-    image_size=224,                 # int or [height, width]
+    image_size=224,  # int or [height, width]
     num_channels=3,
-    num_classes=None,               # None: the dataset's number of classes
+    num_classes=None,  # None: the dataset's number of classes
     shuffle_buffer=10_000,
-    train_crop="resize",            # "resize" or "inception_crop"
-    eval_crop="resize",             # "resize" or "center_crop"
-    random_shift=0,                 # translate training images by up to this many pixels
+    train_crop="resize",  # "resize" or "inception_crop"
+    eval_crop="resize",  # "resize" or "center_crop"
+    random_shift=0,  # translate training images by up to this many pixels
     random_flip=False,
-    randaugment=None,               # None or {"num_ops": 2, "magnitude": 15} (magnitude of 0..30, as in the paper)
+    # None or {"num_ops": 2, "magnitude": 15} (magnitude on 0..30, as in the paper).
+    randaugment=None,
     mixup_alpha=0.0,
     label_smoothing=0.0,
     # Model (keras_mixer): a paper variant, with any constructor argument overridden by `model`.
@@ -63,28 +64,28 @@ BASE = dict(
     model={},
     dropout_rate=0.0,
     stochastic_depth_rate=0.0,
-    init=None,                      # official .npz to fine-tune from (a new head is made)
+    init=None,  # official .npz to fine-tune from (a new head is made)
     # Optimisation.
-    batch_size=4096,                # global: split across replicas
+    batch_size=4096,  # global: split across replicas
     epochs=300,
-    optimizer="adam",               # "adam" (AdamW when weight_decay) or "sgd"
+    optimizer="adam",  # "adam" (AdamW when weight_decay) or "sgd"
     learning_rate=1e-3,
     beta_1=0.9,
     beta_2=0.999,
     momentum=0.9,
     weight_decay=0.0,
     warmup_steps=0,
-    decay="linear",                 # "linear" or "cosine", to 0 at the last step
+    decay="linear",  # "linear" or "cosine", to 0 at the last step
     clip_global_norm=1.0,
     # Numerics and placement.
-    dtype_policy="float32",         # or "mixed_bfloat16" (float32 variables and loss)
-    jit_compile="auto",             # True, False, or "auto": XLA on TPU/GPU only
+    dtype_policy="float32",  # or "mixed_bfloat16" (float32 variables and loss)
+    jit_compile="auto",  # True, False, or "auto": XLA on TPU/GPU only
     steps_per_execution=1,
-    strategy="auto",                # see training/strategy.py
+    strategy="auto",  # see training/strategy.py
     tpu=None,
     # Bookkeeping.
     seed=0,
-    checkpoint_every_steps=100,     # a preempted run redoes at most this many steps
+    checkpoint_every_steps=100,  # a preempted run redoes at most this many steps
     validate_every_epoch=True,
 )
 
@@ -98,7 +99,9 @@ RECIPES = {
         image_size=16,
         num_channels=1,
         variant=None,
-        model=dict(patch_size=4, hidden_dim=64, num_blocks=4, tokens_mlp_dim=64, channels_mlp_dim=128),
+        model=dict(
+            patch_size=4, hidden_dim=64, num_blocks=4, tokens_mlp_dim=64, channels_mlp_dim=128
+        ),
         random_shift=1,
         label_smoothing=0.1,
         dropout_rate=0.1,
@@ -178,11 +181,14 @@ def get_recipe(name="digits", **overrides):
     2
     """
     if name not in RECIPES:
-        raise ValueError(f"Unknown recipe {name!r}. Known recipes: {', '.join(RECIPES)} (training/recipes.py).")
+        raise ValueError(
+            f"Unknown recipe {name!r}. Known recipes: {', '.join(RECIPES)} (training/recipes.py)."
+        )
     unknown = sorted(set(overrides) - set(BASE) - {"recipe"})
     if unknown:
         raise ValueError(
-            f"Unknown config key(s) {unknown} for recipe {name!r}. Known keys: {', '.join(sorted(BASE))}."
+            f"Unknown config key(s) {unknown} for recipe {name!r}. "
+            f"Known keys: {', '.join(sorted(BASE))}."
         )
     config = copy.deepcopy({**BASE, **RECIPES[name], "recipe": name})
     config.update(copy.deepcopy(overrides))

@@ -1,7 +1,7 @@
 """Picks the tf.distribute strategy for this machine: one function, `get_strategy`.
 
     TPU named (--tpu NAME|grpc://ADDR|local) or found on a Cloud TPU VM -> TPUStrategy
-    TF_CONFIG describes a cluster of several tasks                        -> MultiWorkerMirroredStrategy
+    TF_CONFIG describes a cluster of several tasks  -> MultiWorkerMirroredStrategy
     several GPUs                                                          -> MirroredStrategy
     otherwise                                                             -> the default strategy
 
@@ -41,7 +41,7 @@ def _cluster_spec():
 
 
 def on_cloud_tpu_vm():
-    """True on a Cloud TPU VM (TPU chips are /dev/accel* or vfio devices), without any network call."""
+    """True on a Cloud TPU VM (TPU chips appear as /dev/accel*), without any network call."""
     if os.environ.get("TPU_NAME"):
         return True
     return os.path.isdir("/dev") and any(name.startswith("accel") for name in os.listdir("/dev"))
@@ -67,12 +67,14 @@ def _bounded(function, timeout_s, what):
             "process holds the TPU; on a TPU VM pass --tpu local."
         )
     if "error" in result:
-        raise StrategyError(f"{what} failed: {type(result['error']).__name__}: {result['error']}") from result["error"]
+        raise StrategyError(
+            f"{what} failed: {type(result['error']).__name__}: {result['error']}"
+        ) from result["error"]
     return result["value"]
 
 
 def tpu_strategy(tpu, timeout_s=TPU_CONNECT_TIMEOUT_S):
-    """Connects to a TPU (name, grpc:// address or "local") and returns a TPUStrategy, within `timeout_s`."""
+    """Connects to a TPU (name, grpc:// address or "local"); a TPUStrategy within `timeout_s`."""
 
     def connect():
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
@@ -113,10 +115,12 @@ def get_strategy(kind="auto", tpu=None):
 
 
 def strategy_name(strategy):
-    """The public class name ("MultiWorkerMirroredStrategy", not its CollectiveAllReduceStrategy base)."""
-    for cls, name in ((tf.distribute.TPUStrategy, "TPUStrategy"),
-                      (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
-                      (tf.distribute.MirroredStrategy, "MirroredStrategy")):
+    """The public name ("MultiWorkerMirroredStrategy", not CollectiveAllReduceStrategy)."""
+    for cls, name in (
+        (tf.distribute.TPUStrategy, "TPUStrategy"),
+        (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+        (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+    ):
         if isinstance(strategy, cls):
             return name
     return "default"

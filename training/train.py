@@ -73,7 +73,8 @@ def resolve_config(config, strategy):
     if config["batch_size"] % replicas:
         raise ConfigError(
             f"batch_size={config['batch_size']} does not split evenly across {replicas} replicas. "
-            f"Use a multiple of {replicas}, e.g. {max(1, round(config['batch_size'] / replicas)) * replicas}."
+            f"Use a multiple of {replicas}, "
+            f"e.g. {max(1, round(config['batch_size'] / replicas)) * replicas}."
         )
     steps_per_epoch = train_info["num_examples"] // config["batch_size"]
     if steps_per_epoch < 1:
@@ -86,8 +87,11 @@ def resolve_config(config, strategy):
     ):
         # Keras 3.15 fails under (MultiWorker)MirroredStrategy with steps_per_execution > 1
         # ("You must feed a value for placeholder tensor"); it is a TPU setting anyway.
-        log.warning("steps_per_execution=%d is not supported by Keras 3 under %s; using 1.",
-                    config["steps_per_execution"], type(strategy).__name__)
+        log.warning(
+            "steps_per_execution=%d is not supported by Keras 3 under %s; using 1.",
+            config["steps_per_execution"],
+            type(strategy).__name__,
+        )
         config["steps_per_execution"] = 1
     config["train_examples"] = train_info["num_examples"]
     config["test_examples"] = test_info["num_examples"]
@@ -99,9 +103,17 @@ def resolve_config(config, strategy):
 def model_architecture(config):
     architecture = get_variant(config["variant"]) if config["variant"] else {}
     architecture.update(config["model"])
-    missing = {"patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim"} - set(architecture)
+    missing = {
+        "patch_size",
+        "hidden_dim",
+        "num_blocks",
+        "tokens_mlp_dim",
+        "channels_mlp_dim",
+    } - set(architecture)
     if missing:
-        raise ConfigError(f"model is missing {sorted(missing)}: set variant (e.g. 'S/16') or model={{...}}.")
+        raise ConfigError(
+            f"model is missing {sorted(missing)}: set variant (e.g. 'S/16') or model={{...}}."
+        )
     return architecture
 
 
@@ -110,24 +122,29 @@ def model_architecture(config):
 
 
 def build_model(config):
-    """The Mixer of `config`: from the official checkpoint `init` (new head), or freshly initialised."""
+    """The Mixer of `config`: from the official checkpoint `init` (new head), or initialised."""
     if config["init"]:
         from keras_mixer import load_official_checkpoint
 
         return load_official_checkpoint(
-            config["init"], variant=model_architecture(config), num_classes=config["num_classes"],
+            config["init"],
+            variant=model_architecture(config),
+            num_classes=config["num_classes"],
             image_size=config["image_size"],
         )
     return MlpMixer(
-        **model_architecture(config), num_classes=config["num_classes"], image_size=config["image_size"],
-        num_channels=config["num_channels"], dropout_rate=config["dropout_rate"],
+        **model_architecture(config),
+        num_classes=config["num_classes"],
+        image_size=config["image_size"],
+        num_channels=config["num_channels"],
+        dropout_rate=config["dropout_rate"],
         stochastic_depth_rate=config["stochastic_depth_rate"],
     )
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `peak`, then linear decay to 0 at `total_steps` (the paper's schedule).
+    """Linear warmup from 0 to `peak`, then linear decay to 0 at `total_steps` (the paper's).
 
     Keras has warmup only in CosineDecay; PolynomialDecay(power=1) decays but cannot warm up.
     """
@@ -142,15 +159,21 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return self.peak * keras.ops.clip(keras.ops.minimum(warmup, decay), 0.0, 1.0)
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+        }
 
 
 def make_optimizer(config):
     total, warmup, peak = config["total_steps"], config["warmup_steps"], config["learning_rate"]
     if config["decay"] == "cosine":
         schedule = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else peak, decay_steps=max(total - warmup, 1),
-            warmup_target=peak if warmup else None, warmup_steps=warmup,
+            0.0 if warmup else peak,
+            decay_steps=max(total - warmup, 1),
+            warmup_target=peak if warmup else None,
+            warmup_steps=warmup,
         )
     elif config["decay"] == "linear":
         schedule = WarmupLinearDecay(peak, warmup, total)
@@ -161,10 +184,18 @@ def make_optimizer(config):
         # Decoupled weight decay (AdamW), as optax's adamw in the official code.
         cls = keras.optimizers.AdamW if config["weight_decay"] else keras.optimizers.Adam
         extra = {"weight_decay": config["weight_decay"]} if config["weight_decay"] else {}
-        return cls(schedule, beta_1=config["beta_1"], beta_2=config["beta_2"], global_clipnorm=clip, **extra)
+        return cls(
+            schedule,
+            beta_1=config["beta_1"],
+            beta_2=config["beta_2"],
+            global_clipnorm=clip,
+            **extra,
+        )
     if config["optimizer"] == "sgd":
         return keras.optimizers.SGD(
-            schedule, momentum=config["momentum"], global_clipnorm=clip,
+            schedule,
+            momentum=config["momentum"],
+            global_clipnorm=clip,
             weight_decay=config["weight_decay"] or None,
         )
     raise ConfigError(f"optimizer={config['optimizer']!r}: expected 'adam' or 'sgd'.")
@@ -177,7 +208,9 @@ def uses_dense_labels(config):
 def make_loss_and_metrics(config):
     # The loss is computed in float32 also under mixed_bfloat16 (Keras losses default to float32).
     if uses_dense_labels(config):
-        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config["label_smoothing"])
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config["label_smoothing"]
+        )
         return loss, [keras.metrics.CategoricalAccuracy(name="accuracy")]
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True), [
         keras.metrics.SparseCategoricalAccuracy(name="accuracy")
@@ -190,8 +223,10 @@ def resolve_jit_compile(config, strategy):
         # "Collectives are not yet implemented for CPU devices when compiling with XLA"
         # (TF 2.21): several CPU replicas all-reduce outside XLA.
         if config["jit_compile"] is True:
-            log.warning("jit_compile=True is not supported for %d CPU replicas; using False.",
-                        strategy.num_replicas_in_sync)
+            log.warning(
+                "jit_compile=True is not supported for %d CPU replicas; using False.",
+                strategy.num_replicas_in_sync,
+            )
         return False
     if config["jit_compile"] != "auto":
         return bool(config["jit_compile"])
@@ -222,12 +257,16 @@ class StepBackup(keras.callbacks.Callback):
     def __init__(self, backup_dir, every_steps, steps_per_epoch, write):
         super().__init__()
         self.backup_dir, self.every_steps, self.steps_per_epoch, self.write = (
-            backup_dir, every_steps, steps_per_epoch, write)
+            backup_dir,
+            every_steps,
+            steps_per_epoch,
+            write,
+        )
         self.path = os.path.join(backup_dir, "checkpoint.weights.h5")
         self._last_saved = None
 
     def restore(self, model):
-        """Loads the checkpoint into `model` (built, compiled) and returns its step, 0 without one."""
+        """Loads the checkpoint into `model` (compiled); returns its step, 0 without one."""
         if not tf.io.gfile.exists(self.path):
             return 0
         import h5py
@@ -267,8 +306,14 @@ class StepBackup(keras.callbacks.Callback):
             tf.io.gfile.copy(local, temporary, overwrite=True)
         tf.io.gfile.rename(temporary, self.path, overwrite=True)
         with tf.io.gfile.GFile(os.path.join(self.backup_dir, "step.json"), "w") as f:
-            json.dump({"step": step, "epoch": step // self.steps_per_epoch,
-                       "step_in_epoch": step % self.steps_per_epoch}, f)
+            json.dump(
+                {
+                    "step": step,
+                    "epoch": step // self.steps_per_epoch,
+                    "step_in_epoch": step % self.steps_per_epoch,
+                },
+                f,
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
@@ -288,7 +333,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             step = int(self.model.optimizer.iterations.numpy())
             raise NonFiniteLossError(
-                f"training loss became {float(loss)} at step {step} (epoch {self.params.get('epochs')}"
+                f"training loss became {float(loss)} at step {step} "
+                f"(epoch {self.params.get('epochs')}"
                 f", batch {batch}). Lower the learning rate, raise warmup_steps, keep "
                 "clip_global_norm, or check the data for corrupt values. The last good "
                 "checkpoint is in backup/."
@@ -317,7 +363,8 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", ca
         config: dict. A run config, e.g. `training.recipes.get_recipe("digits", epochs=5)`.
         run_dir: str. Where to write; defaults to `config["run_dir"]`, then `runs/<recipe>`.
             A directory holding a checkpoint of the same config resumes from it.
-        strategy: tf.distribute.Strategy. Defaults to `get_strategy(config["strategy"], config["tpu"])`.
+        strategy: tf.distribute.Strategy. Defaults to
+            `get_strategy(config["strategy"], config["tpu"])`.
         export: bool. Convert the trained model with the export pipeline (export/) at the end.
         verbose: Keras fit verbosity ("auto": progress bar).
         callbacks: extra Keras callbacks for `fit`.
@@ -327,7 +374,9 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", ca
     >>> keras.models.load_model(f"{run_dir}/model.keras")
     """
     run_dir = run_dir or config.get("run_dir") or os.path.join("runs", config.get("recipe", "run"))
-    strategy = strategy or strategy_lib.get_strategy(config.get("strategy", "auto"), config.get("tpu"))
+    strategy = strategy or strategy_lib.get_strategy(
+        config.get("strategy", "auto"), config.get("tpu")
+    )
     chief = strategy_lib.is_chief(strategy)
     config = resolve_config(config, strategy)
     config["run_dir"] = run_dir
@@ -346,7 +395,9 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", ca
             model = build_model(config)
             loss, metrics = make_loss_and_metrics(config)
             model.compile(
-                optimizer=make_optimizer(config), loss=loss, metrics=metrics,
+                optimizer=make_optimizer(config),
+                loss=loss,
+                metrics=metrics,
                 jit_compile=resolve_jit_compile(config, strategy),
                 steps_per_execution=config["steps_per_execution"],
             )
@@ -364,11 +415,19 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", ca
 
 def _fit(model, strategy, config, run_dir, chief, verbose, extra_callbacks):
     steps_per_epoch, epochs = config["steps_per_epoch"], config["epochs"]
-    backup = StepBackup(os.path.join(run_dir, "backup"), config["checkpoint_every_steps"], steps_per_epoch, chief)
+    backup = StepBackup(
+        os.path.join(run_dir, "backup"), config["checkpoint_every_steps"], steps_per_epoch, chief
+    )
     step = backup.restore(model)
     if step:
-        log.warning("Resuming %s from step %d (epoch %d, step %d of %d).", run_dir, step,
-                    step // steps_per_epoch, step % steps_per_epoch, steps_per_epoch)
+        log.warning(
+            "Resuming %s from step %d (epoch %d, step %d of %d).",
+            run_dir,
+            step,
+            step // steps_per_epoch,
+            step % steps_per_epoch,
+            steps_per_epoch,
+        )
     logs_dir = os.path.join(run_dir, "logs")
     callbacks = [StopOnNonFiniteLoss(), backup, *extra_callbacks]
     if chief:
@@ -383,7 +442,11 @@ def _fit(model, strategy, config, run_dir, chief, verbose, extra_callbacks):
         # Several replicas need equal per-replica batches: evaluation drops the remainder
         # here; the final metrics.json covers the whole test split.
         validation = distributed_dataset(
-            strategy, config, config["test_split"], training=False, batch_size=eval_batch,
+            strategy,
+            config,
+            config["test_split"],
+            training=False,
+            batch_size=eval_batch,
             drop_remainder=strategy.num_replicas_in_sync > 1 or _on_tpu(strategy),
             one_hot=uses_dense_labels(config),
         )
@@ -392,11 +455,17 @@ def _fit(model, strategy, config, run_dir, chief, verbose, extra_callbacks):
     # epoch runs only the steps that are left (Keras cannot start `fit` mid-epoch).
     for epoch in range(step // steps_per_epoch, epochs):
         start = step - epoch * steps_per_epoch if epoch == step // steps_per_epoch else 0
-        train = distributed_dataset(strategy, config, config["train_split"], training=True,
-                                    epoch=epoch, start_step=start)
+        train = distributed_dataset(
+            strategy, config, config["train_split"], training=True, epoch=epoch, start_step=start
+        )
         result = model.fit(
-            train, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps_per_epoch - start,
-            validation_data=validation, callbacks=callbacks, verbose=verbose if chief else 0,
+            train,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            steps_per_epoch=steps_per_epoch - start,
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=verbose if chief else 0,
             shuffle=False,  # the stream is shuffled by (seed, epoch) in training/data.py
         )
         history.append({"epoch": epoch + 1, **{k: float(v[-1]) for k, v in result.history.items()}})
@@ -422,8 +491,13 @@ def _fix_multi_worker_fit(model, strategy, config):
         return
     for name in ("train_step", "test_step"):
         step = getattr(model, name)
-        setattr(model, name, lambda data, step=step: keras.tree.map_structure(
-            lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value, step(data)))
+        setattr(
+            model,
+            name,
+            lambda data, step=step: keras.tree.map_structure(
+                lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value, step(data)
+            ),
+        )
     per_replica = config["batch_size"] // strategy.num_replicas_in_sync
     height, width = data_lib._image_size(config)
     images = keras.KerasTensor((per_replica, height, width, config["num_channels"]), "float32")
@@ -439,7 +513,9 @@ def _fix_multi_worker_fit(model, strategy, config):
 def _check_same_run(run_dir, config):
     """A run directory with a checkpoint resumes only the run that made it."""
     path = os.path.join(run_dir, "config.json")
-    if not tf.io.gfile.exists(os.path.join(run_dir, "backup", "checkpoint.weights.h5")) or not tf.io.gfile.exists(path):
+    if not tf.io.gfile.exists(
+        os.path.join(run_dir, "backup", "checkpoint.weights.h5")
+    ) or not tf.io.gfile.exists(path):
         return
     with tf.io.gfile.GFile(path) as f:
         previous = json.load(f)
@@ -447,7 +523,8 @@ def _check_same_run(run_dir, config):
     changed = sorted(k for k in config if k not in ignore and previous.get(k) != config[k])
     if changed:
         raise ConfigError(
-            f"{run_dir} holds a checkpoint of a different run (changed: {changed}). Resume with the "
+            f"{run_dir} holds a checkpoint of a different run (changed: {changed}). "
+            "Resume with the "
             "same settings, or use a new --run-dir."
         )
 
@@ -477,19 +554,29 @@ def _finish(model, config, run_dir, history):
     final.save(model_path)
     # Evaluate the saved file itself, outside any strategy, on every test example.
     saved = keras.models.load_model(model_path)
-    saved.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    saved.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
     test = data_lib.make_dataset(config, config["test_split"], training=False, batch_size=256)
     test_loss, test_accuracy = saved.evaluate(test, verbose=0)
     metrics = {
-        "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
-        "test_examples": config["test_examples"], "epochs": config["epochs"],
-        "steps": int(model.optimizer.iterations.numpy()), "history": history,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "test_examples": config["test_examples"],
+        "epochs": config["epochs"],
+        "steps": int(model.optimizer.iterations.numpy()),
+        "history": history,
     }
     _write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    plot_curves(os.path.join(run_dir, "logs", "history.csv"), os.path.join(run_dir, "training_curves.png"))
-    print(f"test_accuracy={test_accuracy:.4f} test_loss={test_loss:.4f} "
-          f"steps={metrics['steps']} -> {run_dir}", flush=True)
+    plot_curves(
+        os.path.join(run_dir, "logs", "history.csv"), os.path.join(run_dir, "training_curves.png")
+    )
+    print(
+        f"test_accuracy={test_accuracy:.4f} test_loss={test_loss:.4f} "
+        f"steps={metrics['steps']} -> {run_dir}",
+        flush=True,
+    )
     return metrics
 
 
@@ -510,7 +597,9 @@ def plot_curves(history_csv, png_path):
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, name in zip(axes, ("loss", "accuracy")):
         for key, label in ((name, "train"), (f"val_{name}", "test")):
-            values = [float(rows[e][key]) for e in epochs if rows[e].get(key) not in (None, "", "NA")]
+            values = [
+                float(rows[e][key]) for e in epochs if rows[e].get(key) not in (None, "", "NA")
+            ]
             if len(values) == len(epochs):
                 axis.plot([e + 1 for e in epochs], values, label=label)
         axis.set_xlabel("epoch")
@@ -527,8 +616,11 @@ def export_run(run_dir):
     try:
         from export.convert import convert
     except ImportError as error:
-        print(f"Export skipped: the export pipeline is not importable ({error}). Convert later with "
-              f"`python -m export.convert {run_dir}`.", flush=True)
+        print(
+            f"Export skipped: the export pipeline is not importable ({error}). Convert later with "
+            f"`python -m export.convert {run_dir}`.",
+            flush=True,
+        )
         return None
     report = convert(run_dir, os.path.join(run_dir, "export"))
     print(json.dumps(report, indent=2, default=str), flush=True)
@@ -548,11 +640,21 @@ def _parse_value(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m training.train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="digits", help="named config in training/recipes.py (default: digits)")
-    parser.add_argument("--run-dir", help="output directory; rerun the same command to resume (default: runs/<recipe>)")
-    parser.add_argument("--dataset", help="tfds name (cifar10, imagenet2012, ...) or a folder ROOT/<split>/<class>/<image>")
+        prog="python -m training.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--recipe", default="digits", help="named config in training/recipes.py (default: digits)"
+    )
+    parser.add_argument(
+        "--run-dir",
+        help="output directory; rerun the same command to resume (default: runs/<recipe>)",
+    )
+    parser.add_argument(
+        "--dataset",
+        help="tfds name (cifar10, imagenet2012, ...) or a folder ROOT/<split>/<class>/<image>",
+    )
     parser.add_argument("--data-dir", help="tfds data_dir, local or gs://")
     parser.add_argument("--variant", help="paper variant, e.g. S/16, B/16")
     parser.add_argument("--init", help="official .npz checkpoint to fine-tune from (new head)")
@@ -564,16 +666,35 @@ def parse_args(argv=None):
     parser.add_argument("--strategy", choices=strategy_lib.STRATEGY_KINDS)
     parser.add_argument("--tpu", help="TPU name, grpc://host:port, or 'local' on a Cloud TPU VM")
     parser.add_argument("--dtype-policy", choices=("float32", "mixed_bfloat16", "mixed_float16"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key; VALUE is JSON (e.g. --set model='{\"hidden_dim\": 128}')")
-    parser.add_argument("--no-export", action="store_true", help="skip the TFLite export at the end")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key; VALUE is JSON (e.g. --set model='{\"hidden_dim\": 128}')",
+    )
+    parser.add_argument(
+        "--no-export", action="store_true", help="skip the TFLite export at the end"
+    )
     return parser.parse_args(argv)
 
 
 def config_from_args(args):
     overrides = {}
-    for key in ("dataset", "data_dir", "variant", "init", "image_size", "batch_size", "epochs",
-                "learning_rate", "seed", "strategy", "tpu", "dtype_policy"):
+    for key in (
+        "dataset",
+        "data_dir",
+        "variant",
+        "init",
+        "image_size",
+        "batch_size",
+        "epochs",
+        "learning_rate",
+        "seed",
+        "strategy",
+        "tpu",
+        "dtype_policy",
+    ):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -596,7 +717,13 @@ def main(argv=None):
     try:
         config = config_from_args(args)
         run(config, export=not args.no_export)
-    except (ConfigError, data_lib.DataError, strategy_lib.StrategyError, NonFiniteLossError, ValueError) as error:
+    except (
+        ConfigError,
+        data_lib.DataError,
+        strategy_lib.StrategyError,
+        NonFiniteLossError,
+        ValueError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     return 0
