@@ -219,6 +219,8 @@ def test_recipes_are_complete_and_follow_the_paper():
     )
     i1k = recipes.get_recipe("i1k")
     assert i1k["randaugment"] == {"num_ops": 2, "magnitude": 15} and i1k["mixup_alpha"] == 0.5
+    # A named variant replaces the recipe's architecture instead of being overridden by it.
+    assert train.model_architecture(recipes.get_recipe("digits", variant="S/32"))["hidden_dim"] == 512
     with pytest.raises(ValueError, match="Unknown config key"):
         recipes.get_recipe("digits", epoch=3)
     with pytest.raises(ValueError, match="Known recipes"):

@@ -191,5 +191,7 @@ def get_recipe(name="digits", **overrides):
             f"Known keys: {', '.join(sorted(BASE))}."
         )
     config = copy.deepcopy({**BASE, **RECIPES[name], "recipe": name})
+    if overrides.get("variant") and "model" not in overrides:
+        config["model"] = {}  # a named variant replaces the recipe's own architecture
     config.update(copy.deepcopy(overrides))
     return config
