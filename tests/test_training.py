@@ -482,15 +482,16 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
 # Preemption: SIGKILL mid-epoch, restart with the same command.
 
 RESUME_SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 import keras
 from training import recipes, train
 
 class Slow(keras.callbacks.Callback):
     # Slows steps down so that the test can kill the run mid-epoch; records the step reached.
     def on_train_batch_end(self, batch, logs=None):
-        with open(sys.argv[3], "w") as f:
+        with open(sys.argv[3] + ".tmp", "w") as f:  # atomic: the test may SIGKILL us any time
             f.write(str(int(self.model.optimizer.iterations.numpy())))
+        os.replace(sys.argv[3] + ".tmp", sys.argv[3])
         time.sleep(float(sys.argv[4]))
 
 config = recipes.get_recipe("digits", data_dir=sys.argv[1], model=json.loads(sys.argv[5]), epochs=3,

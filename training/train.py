@@ -305,15 +305,15 @@ class StepBackup(keras.callbacks.Callback):
                     group.create_dataset(f"{index:04d}", data=np.asarray(variable.numpy()))
             tf.io.gfile.copy(local, temporary, overwrite=True)
         tf.io.gfile.rename(temporary, self.path, overwrite=True)
-        with tf.io.gfile.GFile(os.path.join(self.backup_dir, "step.json"), "w") as f:
-            json.dump(
-                {
-                    "step": step,
-                    "epoch": step // self.steps_per_epoch,
-                    "step_in_epoch": step % self.steps_per_epoch,
-                },
-                f,
-            )
+        step_json = os.path.join(self.backup_dir, "step.json")
+        with tf.io.gfile.GFile(step_json + ".tmp", "w") as f:
+            position = {
+                "step": step,
+                "epoch": step // self.steps_per_epoch,
+                "step_in_epoch": step % self.steps_per_epoch,
+            }
+            json.dump(position, f)
+        tf.io.gfile.rename(step_json + ".tmp", step_json, overwrite=True)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
