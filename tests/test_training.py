@@ -635,6 +635,7 @@ def test_cli_ends_by_exporting_the_run(data_dir, tmp_path, monkeypatch, capsys):
     fake.convert = lambda source, out_dir, **kwargs: (
         calls.append((source, out_dir)) or {"formats": "ok"}
     )
+    fake.markdown_report = lambda report: f"| report of {report['formats']} |"
     monkeypatch.setitem(sys.modules, "export", types.ModuleType("export"))
     monkeypatch.setitem(sys.modules, "export.convert", fake)
     code = train.main(
@@ -655,6 +656,6 @@ def test_cli_ends_by_exporting_the_run(data_dir, tmp_path, monkeypatch, capsys):
     )
     assert code == 0
     assert calls == [(str(tmp_path), os.path.join(str(tmp_path), "export"))]
-    assert '"formats": "ok"' in capsys.readouterr().out
+    assert "| report of ok |" in capsys.readouterr().out
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"] == TINY and config["epochs"] == 1 and config["data_dir"] == data_dir

@@ -89,6 +89,25 @@ BASE = dict(
     validate_every_epoch=True,
 )
 
+# The paper's pre-training (Section 3, Appendix B); also the base of the i1k recipe.
+PRETRAIN = dict(
+    dataset="imagenet2012",
+    test_split="validation",
+    variant="B/16",
+    train_crop="inception_crop",
+    eval_crop="center_crop",
+    random_flip=True,
+    batch_size=4096,
+    epochs=300,
+    learning_rate=1e-3,
+    weight_decay=0.1,
+    warmup_steps=10_000,
+    decay="linear",
+    dtype_policy="mixed_bfloat16",
+    steps_per_execution=32,
+    checkpoint_every_steps=1000,
+)
+
 RECIPES = {
     "digits": dict(
         dataset="sklearn_digits",
@@ -114,43 +133,14 @@ RECIPES = {
         jit_compile=True,
         checkpoint_every_steps=50,
     ),
-    "pretrain": dict(
-        dataset="imagenet2012",
-        test_split="validation",
-        variant="B/16",
-        train_crop="inception_crop",
-        eval_crop="center_crop",
-        random_flip=True,
-        batch_size=4096,
-        epochs=300,
-        learning_rate=1e-3,
-        weight_decay=0.1,
-        warmup_steps=10_000,
-        decay="linear",
-        dtype_policy="mixed_bfloat16",
-        steps_per_execution=32,
-        checkpoint_every_steps=1000,
-    ),
+    "pretrain": PRETRAIN,
+    # The pre-training recipe plus the paper's ImageNet-1k-from-scratch regularisation.
     "i1k": dict(
-        dataset="imagenet2012",
-        test_split="validation",
-        variant="B/16",
-        train_crop="inception_crop",
-        eval_crop="center_crop",
-        random_flip=True,
+        PRETRAIN,
         randaugment=dict(num_ops=2, magnitude=15),
         mixup_alpha=0.5,
         stochastic_depth_rate=0.1,
         dropout_rate=0.0,
-        batch_size=4096,
-        epochs=300,
-        learning_rate=1e-3,
-        weight_decay=0.1,
-        warmup_steps=10_000,
-        decay="linear",
-        dtype_policy="mixed_bfloat16",
-        steps_per_execution=32,
-        checkpoint_every_steps=1000,
     ),
     "finetune": dict(
         dataset="cifar10",
@@ -178,7 +168,7 @@ def get_recipe(name="digits", **overrides):
     Example:
     >>> config = training.recipes.get_recipe("digits", epochs=5, seed=1)
     >>> config["model"]["patch_size"]
-    2
+    4
     """
     if name not in RECIPES:
         raise ValueError(

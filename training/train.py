@@ -614,7 +614,7 @@ def plot_curves(history_csv, png_path):
 def export_run(run_dir):
     """Hands the run directory to the export pipeline and prints its report."""
     try:
-        from export.convert import convert
+        from export.convert import convert, markdown_report
     except ImportError as error:
         print(
             f"Export skipped: the export pipeline is not importable ({error}). Convert later with "
@@ -623,7 +623,8 @@ def export_run(run_dir):
         )
         return None
     report = convert(run_dir, os.path.join(run_dir, "export"))
-    print(json.dumps(report, indent=2, default=str), flush=True)
+    # The Markdown table, not the whole JSON: report.json beside it has every number.
+    print(markdown_report(report), flush=True)
     return report
 
 
