@@ -82,17 +82,6 @@ def resolve_config(config, strategy):
             f"batch_size={config['batch_size']} is larger than the {train_info['num_examples']} "
             f"training examples of {config['dataset']!r}: lower batch_size."
         )
-    if config["steps_per_execution"] > 1 and isinstance(
-        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
-    ):
-        # Keras 3.15 fails under (MultiWorker)MirroredStrategy with steps_per_execution > 1
-        # ("You must feed a value for placeholder tensor"); it is a TPU setting anyway.
-        log.warning(
-            "steps_per_execution=%d is not supported by Keras 3 under %s; using 1.",
-            config["steps_per_execution"],
-            type(strategy).__name__,
-        )
-        config["steps_per_execution"] = 1
     config["train_examples"] = train_info["num_examples"]
     config["test_examples"] = test_info["num_examples"]
     config["steps_per_epoch"] = steps_per_epoch
@@ -402,6 +391,7 @@ def run(config, run_dir=None, *, strategy=None, export=False, verbose="auto", ca
                 steps_per_execution=config["steps_per_execution"],
             )
         _fix_multi_worker_fit(model, strategy, config)
+        _fix_mirrored_steps_per_execution(model, strategy, config)
         history = _fit(model, strategy, config, run_dir, chief, verbose, list(callbacks))
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -458,6 +448,8 @@ def _fit(model, strategy, config, run_dir, chief, verbose, extra_callbacks):
         train = distributed_dataset(
             strategy, config, config["train_split"], training=True, epoch=epoch, start_step=start
         )
+        if isinstance(model.train_function, UnrolledSteps):
+            model.train_function.steps_left = steps_per_epoch - start
         result = model.fit(
             train,
             epochs=epoch + 1,
@@ -508,6 +500,57 @@ def _fix_multi_worker_fit(model, strategy, config):
     with strategy.scope():
         model._symbolic_build(data_batch=(images, labels))
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+class UnrolledSteps:
+    """Runs `steps_per_execution` steps per call, unrolled in one tf.function.
+
+    Keras 3.15 runs several steps per call in a `tf.while_loop` with a `tf.cond` around
+    `strategy.run`, which fails under (MultiWorker)MirroredStrategy ("You must feed a value
+    for placeholder tensor", keras-team/keras#19246). The same steps unrolled in Python
+    inside one tf.function work, and keep what steps_per_execution is for: one dispatch
+    (and one round of callbacks) per N steps. `steps_left` is the budget of the current
+    pass: the last call of an epoch runs only the steps that are left, and the call after
+    the last step of a validation pass ends it (StopIteration) and rearms the budget.
+    """
+
+    def __init__(self, model, step_function, steps_per_pass):
+        # Keras's own reduction of per-replica logs (private, but it is what `fit` uses).
+        from keras.src.backend.tensorflow.trainer import reduce_per_replica
+
+        strategy = model.distribute_strategy
+        self.model, self.steps_per_pass, self.steps_left = model, steps_per_pass, steps_per_pass
+
+        def run_steps(iterator, num_steps):
+            for _ in range(num_steps):
+                outputs = strategy.run(step_function, args=(next(iterator),))
+            return reduce_per_replica(outputs, strategy, reduction="auto")
+
+        # One trace per number of steps: steps_per_execution, and the remainder of a pass.
+        self.functions = {}
+        self.make_function = lambda: tf.function(run_steps, reduce_retracing=True)
+
+    def __call__(self, iterator):
+        if self.steps_left == 0:
+            self.steps_left = self.steps_per_pass
+            raise StopIteration
+        num_steps = min(self.model.steps_per_execution, self.steps_left)
+        self.steps_left -= num_steps
+        if num_steps not in self.functions:
+            self.functions[num_steps] = self.make_function()
+        return self.functions[num_steps](iterator, num_steps)
+
+
+def _fix_mirrored_steps_per_execution(model, strategy, config):
+    """Installs `UnrolledSteps` as the train and test functions where Keras 3.15 fails."""
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if config["steps_per_execution"] == 1 or not isinstance(strategy, mirrored):
+        return
+    # Several replicas drop remainders, so a pass has exactly these many batches.
+    model.train_function = UnrolledSteps(model, model.train_step, config["steps_per_epoch"])
+    model.test_function = UnrolledSteps(
+        model, model.test_step, config["test_examples"] // config["batch_size"]
+    )
 
 
 def _check_same_run(run_dir, config):
