@@ -214,35 +214,26 @@ class MlpMixer(keras.Model):
         stochastic_depth_rate=0.0,
         **kwargs,
     ):
-        image_size = image_size_2d(image_size)
-        inputs, outputs = build_mixer(
-            keras.layers,
+        config = dict(
             patch_size=patch_size,
             hidden_dim=hidden_dim,
             num_blocks=num_blocks,
             tokens_mlp_dim=tokens_mlp_dim,
             channels_mlp_dim=channels_mlp_dim,
             num_classes=num_classes,
-            image_size=image_size,
+            image_size=image_size_2d(image_size),
             include_top=include_top,
             include_rescaling=include_rescaling,
             num_channels=num_channels,
             dropout_rate=dropout_rate,
             stochastic_depth_rate=stochastic_depth_rate,
         )
+        inputs, outputs = build_mixer(keras.layers, **config)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.patch_size = patch_size
-        self.hidden_dim = hidden_dim
-        self.num_blocks = num_blocks
-        self.tokens_mlp_dim = tokens_mlp_dim
-        self.channels_mlp_dim = channels_mlp_dim
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.include_top = include_top
-        self.include_rescaling = include_rescaling
-        self.num_channels = num_channels
-        self.dropout_rate = dropout_rate
-        self.stochastic_depth_rate = stochastic_depth_rate
+        # One attribute per constructor argument (keras-hub style); mixer_config() reads them back.
+        for name, value in config.items():
+            setattr(self, name, value)
+        self._mixer_arguments = tuple(config)
 
     @property
     def num_patches(self):
@@ -251,20 +242,9 @@ class MlpMixer(keras.Model):
 
     def mixer_config(self):
         """The constructor arguments that define the architecture (no Keras name/trainable)."""
-        return {
-            "patch_size": self.patch_size,
-            "hidden_dim": self.hidden_dim,
-            "num_blocks": self.num_blocks,
-            "tokens_mlp_dim": self.tokens_mlp_dim,
-            "channels_mlp_dim": self.channels_mlp_dim,
-            "num_classes": self.num_classes,
-            "image_size": list(self.image_size),
-            "include_top": self.include_top,
-            "include_rescaling": self.include_rescaling,
-            "num_channels": self.num_channels,
-            "dropout_rate": self.dropout_rate,
-            "stochastic_depth_rate": self.stochastic_depth_rate,
-        }
+        config = {name: getattr(self, name) for name in self._mixer_arguments}
+        config["image_size"] = list(config["image_size"])  # JSON-friendly
+        return config
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self.mixer_config()}
