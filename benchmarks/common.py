@@ -43,6 +43,18 @@ def parser(description):
     return arguments
 
 
+def sizes(args):
+    """`(variants, image_size, num_classes)` to measure; `--quick` means the tiny config, one repeat.
+
+    Example:
+    >>> variants, image_size, num_classes = sizes(args)
+    """
+    if args.quick:
+        args.repeats, args.warmup = 1, 1
+        return ["tiny"], TINY_IMAGE_SIZE, TINY_NUM_CLASSES
+    return args.variants, args.image_size, 1000
+
+
 def summarize(seconds):
     """Median, min and max of a list of durations in seconds."""
     return {

@@ -44,14 +44,7 @@ def main(argv=None):
     args = arguments.parse_args(argv)
     import itertools
 
-    variants, image_size, num_classes = args.variants, args.image_size, 1000
-    if args.quick:
-        variants, image_size, num_classes = (
-            ["tiny"],
-            common.TINY_IMAGE_SIZE,
-            common.TINY_NUM_CLASSES,
-        )
-        args.repeats, args.warmup = 1, 1
+    variants, image_size, num_classes = common.sizes(args)
     models = itertools.product(variants, args.frameworks, args.precisions, args.gelu_dtypes)
     for variant, framework, precision, gelu_dtype in models:
         common.set_precision(precision)

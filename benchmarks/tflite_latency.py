@@ -128,14 +128,9 @@ def main(argv=None):
     arguments.set_defaults(repeats=10, warmup=2)
     args = arguments.parse_args(argv)
 
-    variants, image_size, num_classes = args.variants, args.image_size, 1000
+    variants, image_size, num_classes = common.sizes(args)
     if args.quick:
-        variants, image_size, num_classes = (
-            ["tiny"],
-            common.TINY_IMAGE_SIZE,
-            common.TINY_NUM_CLASSES,
-        )
-        args.repeats, args.warmup, args.calibration_images, args.fine_tune_steps = 1, 1, 4, 1
+        args.calibration_images, args.fine_tune_steps = 4, 1
         args.cache_dir = os.path.join(args.results_dir, "tflite_quick")
     for variant in variants:
         records = convert_formats(

@@ -70,14 +70,7 @@ def main(argv=None):
     args = arguments.parse_args(argv)
     import numpy as np
 
-    variants, image_size, num_classes = args.variants, args.image_size, 1000
-    if args.quick:
-        variants, image_size, num_classes = (
-            ["tiny"],
-            common.TINY_IMAGE_SIZE,
-            common.TINY_NUM_CLASSES,
-        )
-        args.repeats, args.warmup = 1, 1
+    variants, image_size, num_classes = common.sizes(args)
     images = common.random_images(args.batch_size, image_size)
     labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32")
     for variant in variants:
