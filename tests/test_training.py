@@ -199,6 +199,37 @@ def test_image_folder_reads_classes_and_reports_corrupt_files(tmp_path, caplog):
     assert rgb.element_spec[0].shape[-1] == 3
 
 
+def test_paper_recipes_build_their_augmented_pipelines(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in range(2):
+        class_dir = tmp_path / "train" / f"class_{label}"
+        class_dir.mkdir(parents=True)
+        for index in range(8):
+            pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(class_dir / f"{index}.jpg")
+
+    def first_batch(recipe):
+        config = recipes.get_recipe(recipe, dataset=str(tmp_path), image_size=16, batch_size=4)
+        return next(iter(data.make_dataset(config, "train", training=True)))
+
+    plain_images, plain_labels = first_batch("pretrain")
+    images, labels = first_batch("i1k")  # + RandAugment 2/15 and mixup 0.5
+    assert images.shape == plain_images.shape == (4, 16, 16, 3)
+    assert np.all((images.numpy() >= 0) & (images.numpy() <= 255))
+    # Same seed, same crops and order: what differs is RandAugment's and mixup's doing.
+    assert not np.allclose(images, plain_images)
+    # mixup: soft labels, each a mix of at most two one-hot rows.
+    assert labels.shape == (4, 2) and plain_labels.shape == (4,)
+    np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, atol=1e-6)
+    assert np.all(labels.numpy() >= 0)
+    first_batch("finetune")
+    assert data.randaugment_factor(15) == 0.5  # the paper's magnitude: mid-scale
+    with pytest.raises(ValueError, match="randaugment magnitude=31 is outside 0..30"):
+        data.randaugment_factor(31)
+
+
 # ---------------------------------------------------------------------------------------------
 # Recipes, schedule, errors before training.
 

@@ -355,6 +355,31 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+# RandAugment's magnitude scale: integers 0..30 (Cubuk et al., 2020; the paper's 15 is mid-scale).
+RANDAUGMENT_MAX_MAGNITUDE = 30
+
+
+def randaugment_factor(magnitude):
+    """Keras RandAugment's `factor` (strength in [0, 1]) for a RandAugment magnitude in 0..30.
+
+    Keras's single `factor` scales every op's own full range (rotation by up to factor x 360
+    degrees, translation by up to factor x the image side), so no value reproduces the
+    per-op ranges of the official TF/big_vision RandAugment; the linear map puts the paper's
+    magnitude 15 at 0.5, Keras's default strength.
+
+    Example:
+    >>> randaugment_factor(15)
+    0.5
+    """
+    if not 0 <= magnitude <= RANDAUGMENT_MAX_MAGNITUDE:
+        raise ValueError(
+            f"randaugment magnitude={magnitude!r} is outside 0..{RANDAUGMENT_MAX_MAGNITUDE} "
+            "(RandAugment's scale; the paper uses 15). Fix `randaugment` in the recipe or "
+            "--set randaugment='{\"num_ops\": 2, \"magnitude\": 15}'."
+        )
+    return magnitude / RANDAUGMENT_MAX_MAGNITUDE
+
+
 def _augment_batches(ds, config):
     """RandAugment, mixup and label smoothing with Keras's own layers (training only)."""
     import keras
@@ -364,7 +389,7 @@ def _augment_batches(ds, config):
         layer = keras.layers.RandAugment(
             value_range=(0, 255),
             num_ops=randaugment["num_ops"],
-            factor=randaugment["magnitude"] / 10,
+            factor=randaugment_factor(randaugment["magnitude"]),
             seed=config.get("seed", 0),
         )
         ds = ds.map(
