@@ -172,23 +172,25 @@ def emit(table, record, args):
     return record
 
 
-def float32_gelu(layers):
-    """`layers` with every Activation computing in float32 (the slow-path fix, issue 5 item 4).
+# "float32": keras_mixer as it ships; "compute": the GELU in the policy's compute dtype (before).
+GELU_DTYPES = ("float32", "compute")
 
-    Under `mixed_bfloat16` the tanh-GELU runs as about eight separate elementwise kernels on
-    the widest tensor of each block, (tokens, channels_mlp_dim), and TensorFlow's CPU
-    elementwise kernels are scalar-emulated in bfloat16: measured on this machine, the GELU
-    forward and backward cost several times the AMX matmul before it. In float32 the same
-    kernels are vectorized; the casts in and out are cheaper than what they save. The
-    function is unchanged in float32 models. See docs/benchmarks.md, "Slow path".
+
+def compute_dtype_gelu(layers):
+    """`layers` whose Activations follow the global dtype policy: keras_mixer before its GELU fix.
+
+    The "before" of the slow-path fix (issue 5, item 4): keras_mixer computes its GELU in
+    float32; under `mixed_bfloat16` this builds the GELU in bfloat16 as the first release
+    did, so both can be measured in one run. The function is unchanged in float32 models.
+    See docs/benchmarks.md, "Slow path".
 
     Example:
-    >>> inputs, outputs = build_mixer(float32_gelu(keras.layers), **get_variant("S/16"))
+    >>> inputs, outputs = build_mixer(compute_dtype_gelu(keras.layers), **get_variant("S/16"))
     """
     namespace = {name: getattr(layers, name) for name in dir(layers) if not name.startswith("_")}
 
     def activation(function, **kwargs):
-        return layers.Activation(function, **{**kwargs, "dtype": "float32"})
+        return layers.Activation(function, **{**kwargs, "dtype": None})
 
     namespace["Activation"] = activation
     return types.SimpleNamespace(**namespace)
@@ -205,13 +207,13 @@ def set_precision(precision):
     tf_keras.mixed_precision.set_global_policy(precision)
 
 
-def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="auto", framework="keras"):
+def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="float32", framework="keras"):
     """A Mixer for benchmarking: a paper variant name, or "tiny" (the --quick config).
 
-    `gelu_dtype="float32"` builds the same function with the GELU in float32 (`float32_gelu`);
-    "auto" is keras_mixer as it ships. `framework="tf_keras"` builds the same graph from
-    tf_keras (Keras 2) layers, the twin export hands to tfmot: a peer implementation on the
-    same runtime. Weights are random: speed does not depend on them.
+    `gelu_dtype="float32"` is keras_mixer as it ships; "compute" builds the same function with
+    the GELU in the policy's compute dtype, as before the slow-path fix (`compute_dtype_gelu`).
+    `framework="tf_keras"` builds the same graph from tf_keras (Keras 2) layers, the twin
+    export hands to tfmot: a peer implementation on the same runtime. Weights are random: speed does not depend on them.
     """
     import keras
     import tf_keras
@@ -220,7 +222,7 @@ def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="auto", fra
 
     config = dict(TINY) if variant == "tiny" else get_variant(variant)
     module = {"keras": keras, "tf_keras": tf_keras}[framework]
-    layers = float32_gelu(module.layers) if gelu_dtype == "float32" else module.layers
+    layers = compute_dtype_gelu(module.layers) if gelu_dtype == "compute" else module.layers
     inputs, outputs = build_mixer(layers, **config, num_classes=num_classes, image_size=image_size)
     return module.Model(inputs, outputs, name=f"mixer_{variant.replace('/', '_')}"), config
 

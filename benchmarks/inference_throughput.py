@@ -31,7 +31,7 @@ def main(argv=None):
         default=["float32", "mixed_bfloat16"],
     )
     arguments.add_argument(
-        "--gelu-dtypes", nargs="+", choices=["auto", "float32"], default=["auto"]
+        "--gelu-dtypes", nargs="+", choices=common.GELU_DTYPES, default=["float32"]
     )
     arguments.add_argument(
         "--frameworks",

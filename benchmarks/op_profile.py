@@ -2,7 +2,7 @@
 
     python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step train
     python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step train \\
-        --gelu-dtype float32                    # after the slow-path fix
+        --gelu-dtype compute                    # before the slow-path fix
     python -m benchmarks.op_profile --quick
 
 The model's forward function is frozen (weights as constants) and run in a TF1 Session
@@ -97,7 +97,7 @@ def main(argv=None):
     arguments.add_argument(
         "--precision", choices=["float32", "mixed_bfloat16"], default="mixed_bfloat16"
     )
-    arguments.add_argument("--gelu-dtype", choices=["auto", "float32"], default="auto")
+    arguments.add_argument("--gelu-dtype", choices=common.GELU_DTYPES, default="float32")
     arguments.add_argument("--step", choices=["forward", "train"], default="train")
     arguments.add_argument("--batch-size", type=int, default=8)
     arguments.add_argument("--image-size", type=int, default=224)

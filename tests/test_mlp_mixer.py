@@ -171,6 +171,12 @@ def test_mixed_bfloat16_policy(tiny_config):
         model = MlpMixer(**tiny_config, num_classes=3, image_size=16)
         assert model.get_layer("stem").compute_dtype == "bfloat16"
         assert model.get_layer("stem").kernel.dtype == "float32"
+        # The GELU computes in float32 (the bfloat16 CPU kernels are the slow path), the
+        # matmuls around it in bfloat16.
+        gelus = [layer for layer in model.layers if layer.name.endswith("_gelu")]
+        assert len(gelus) == 2 * tiny_config["num_blocks"]
+        assert all(layer.compute_dtype == "float32" for layer in gelus)
+        assert model.get_layer("mixer_block_0_channel_mixing_dense_1").compute_dtype == "bfloat16"
         assert model(random_images(2, 16)).shape == (2, 3)
     finally:
         keras.mixed_precision.set_global_policy("float32")
