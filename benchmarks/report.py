@@ -6,7 +6,7 @@
 
 With --write, each table replaces the text between `<!-- begin NAME -->` and
 `<!-- end NAME -->` in the given Markdown file (NAME: flops, train, inference, tflite,
-scaling, op_profile); the prose around them is left alone.
+scaling, op_profile, input_pipeline); the prose around them is left alone.
 
 For each measurement key (variant, mode, precision, ...) the latest line wins, so a rerun
 replaces a number rather than adding a row. Quick (smoke) lines are ignored unless --quick.
@@ -36,6 +36,9 @@ KEYS = {
     "patch_scaling": ("variant", "precision", "image_size", "batch_size"),
     "patch_scaling_fit": ("variant", "precision", "batch_size"),
     "op_profile": ("variant", "precision", "gelu_dtype", "step", "batch_size", "image_size"),
+    "input_pipeline": (
+        "pipeline", "measure", "variant", "precision", "mode", "batch_size", "image_size"
+    ),
 }
 
 
@@ -227,6 +230,42 @@ def op_profile_table(records, top=6):
     )
 
 
+def input_pipeline_table(records):
+    """One row per pipeline: its speed alone, and `fit` fed by it against fed from memory."""
+    rows = []
+    alone = [r for r in records if r["measure"] == "pipeline"]
+    for r in alone:
+        fit = [f for f in records if f["measure"] == "fit" and f["pipeline"] == r["pipeline"]]
+        fit = fit[-1] if fit else None
+        rows.append(
+            [
+                r["pipeline"],
+                f"{r['batch_size']}",
+                spread(r["images_per_s"], digits=0),
+                f"{fit['variant']} {fit['precision']} {fit['mode']}, batch {fit['batch_size']}"
+                if fit
+                else "–",
+                f"{fit['in_memory_images_per_s']:.1f}" if fit else "–",
+                f"{fit['pipeline_images_per_s']:.1f}" if fit else "–",
+                f"{100 * fit['fed_fraction']:.0f}%" if fit else "–",
+                f"{r['machine']['load_average_1min']:.1f}",
+            ]
+        )
+    return markdown(
+        [
+            "pipeline",
+            "batch",
+            "pipeline alone, images/s median (min–max)",
+            "fit",
+            "fit fed from memory, images/s",
+            "fit fed by the pipeline, images/s",
+            "pipeline-fed / memory-fed",
+            "load avg",
+        ],
+        rows,
+    )
+
+
 def write_sections(path, sections):
     """Replaces `<!-- begin NAME -->...<!-- end NAME -->` in the file at `path` for each section."""
     import re
@@ -250,7 +289,7 @@ def plot_throughput(records, path, title):
 
     labels = [
         f"{variant_label(r)}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}"
-        + ("\nGELU f32" if r["gelu_dtype"] == "float32" else "")
+        + ("\nGELU bf16\n(before fix)" if r["gelu_dtype"] == "compute" else "")
         for r in records
     ]
     medians = [r["images_per_s"]["median"] for r in records]
@@ -366,6 +405,8 @@ def main(argv=None):
         )
     if tables["op_profile"]:
         sections["op_profile"] = op_profile_table(tables["op_profile"])
+    if tables["input_pipeline"]:
+        sections["input_pipeline"] = input_pipeline_table(tables["input_pipeline"])
     print("\n\n".join(f"### {name}\n\n{body}" for name, body in sections.items()))
     if args.write:
         write_sections(args.write, sections)

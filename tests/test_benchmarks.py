@@ -15,6 +15,7 @@ from benchmarks import (
     common,
     flops,
     inference_throughput,
+    input_pipeline,
     op_profile,
     patch_scaling,
     report,
@@ -96,13 +97,13 @@ def test_train_throughput_quick(capsys, tmp_path):
         "--precisions",
         "mixed_bfloat16",
         "--gelu-dtypes",
-        "float32",
+        "compute",
         "--batch-size",
         "4",
     )
     assert [(r["mode"], r["precision"], r["gelu_dtype"]) for r in records] == [
-        ("eager", "mixed_bfloat16", "float32"),
-        ("xla", "mixed_bfloat16", "float32"),
+        ("eager", "mixed_bfloat16", "compute"),
+        ("xla", "mixed_bfloat16", "compute"),
     ]
     forward = tiny_forward_flops(TINY_IMAGE)
     for record in records:
@@ -192,26 +193,50 @@ def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):
     check_summary(record["wall"])
 
 
-def test_float32_gelu_is_the_same_function():
+def test_input_pipeline_quick_feeds_fit_from_the_training_pipelines(capsys, tmp_path):
+    records = run(input_pipeline, capsys, tmp_path)
+    assert [(r["pipeline"], r["measure"]) for r in records] == [
+        ("eval", "pipeline"),
+        ("pretrain", "pipeline"),
+        ("pretrain", "fit"),
+        ("i1k", "pipeline"),
+        ("i1k", "fit"),
+    ]
+    images = list((tmp_path / "input_images_64x48_2x8" / "train").glob("*/*.jpg"))
+    assert len(images) == 16
+    for record in records:
+        if record["measure"] == "pipeline":
+            check_summary(record["chunk"])
+            check_rate(record["images_per_s"])
+            assert record["images_per_s"]["median"] == pytest.approx(
+                4 * 2 / record["chunk"]["median_s"]
+            )
+        else:
+            check_summary(record["pipeline_step"], repeats=2)
+            assert record["fed_fraction"] == pytest.approx(
+                record["pipeline_images_per_s"] / record["in_memory_images_per_s"]
+            )
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_gelu_before_the_fix_is_the_same_function():
     common.set_precision("float32")
     shipped, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10)
-    fixed, _ = common.build_model(
-        "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32"
+    before, _ = common.build_model(
+        "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="compute"
     )
-    fixed.set_weights(shipped.get_weights())
+    before.set_weights(shipped.get_weights())
     images = common.random_images(2, TINY_IMAGE)
     np.testing.assert_allclose(
-        fixed.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-6
+        before.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-6
     )
     common.set_precision("mixed_bfloat16")
     try:
-        mixed, _ = common.build_model(
-            "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="float32"
+        before, _ = common.build_model(
+            "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="compute"
         )
-        gelus = [layer for layer in mixed.layers if type(layer).__name__ == "Activation"]
-        assert gelus and all(layer.compute_dtype == "float32" for layer in gelus)
-        dense = [layer for layer in mixed.layers if type(layer).__name__ == "Dense"]
-        assert all(layer.compute_dtype == "bfloat16" for layer in dense)
+        gelus = [layer for layer in before.layers if type(layer).__name__ == "Activation"]
+        assert gelus and all(layer.compute_dtype == "bfloat16" for layer in gelus)
     finally:
         common.set_precision("float32")
 
