@@ -201,6 +201,8 @@ def test_input_pipeline_quick_feeds_fit_from_the_training_pipelines(capsys, tmp_
         ("pretrain", "fit"),
         ("i1k", "pipeline"),
         ("i1k", "fit"),
+        ("i1k_batch_randaugment", "pipeline"),
+        ("i1k_batch_randaugment", "fit"),
     ]
     images = list((tmp_path / "input_images_64x48_2x8" / "train").glob("*/*.jpg"))
     assert len(images) == 16

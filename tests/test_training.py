@@ -210,11 +210,17 @@ def test_paper_recipes_build_their_augmented_pipelines(tmp_path):
             pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(class_dir / f"{index}.jpg")
 
-    def first_batch(recipe):
-        config = recipes.get_recipe(recipe, dataset=str(tmp_path), image_size=16, batch_size=4)
+    def first_batch(recipe, **overrides):
+        config = recipes.get_recipe(
+            recipe, dataset=str(tmp_path), image_size=16, batch_size=4, **overrides
+        )
         return next(iter(data.make_dataset(config, "train", training=True)))
 
     plain_images, plain_labels = first_batch("pretrain")
+    # RandAugment alone: same examples in the same order (the labels), other pixels.
+    augmented, same_labels = first_batch("pretrain", randaugment={"num_ops": 2, "magnitude": 15})
+    np.testing.assert_array_equal(same_labels, plain_labels)
+    assert not np.allclose(augmented, plain_images) and augmented.dtype == tf.float32
     images, labels = first_batch("i1k")  # + RandAugment 2/15 and mixup 0.5
     assert images.shape == plain_images.shape == (4, 16, 16, 3)
     assert np.all((images.numpy() >= 0) & (images.numpy() <= 255))
