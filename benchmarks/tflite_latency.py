@@ -6,9 +6,11 @@
 
 Conversion is export's own: `export.convert.convert` (the pipeline users run, with its
 builtin-ops check and LiteRT verification) writes `<cache>/<variant>/<format>/<format>.tflite`
-and `report.json`, from a randomly initialised `MlpMixer` (random head, so the int8 output
-range is not degenerate), calibrated on random pixels and QAT-fine-tuned for a few steps on
-random labels: latency does not depend on the weights' values, accuracy is export's report.
+and `report.json`, from a randomly initialised `MlpMixer` whose head, biases and LayerNorm
+scales and offsets are random too (`random_mixer`), calibrated on random pixels and
+QAT-fine-tuned for a few steps on random labels. Latency depends on the weights only through
+what the converter can fold: with Keras's initial LayerNorm scale 1 and offset 0 it drops
+those ops, which a trained model keeps; accuracy is export's report.
 Files already in the cache are reused (conversion of B/16 in every format takes minutes).
 
 Latency: `export.evaluate.interpreter` (XNNPACK, as apps ship it) with `num_threads` 1 and
@@ -29,7 +31,13 @@ DEFAULT_FORMATS = ["fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "
 
 
 def random_mixer(variant, image_size, num_classes, seed=0):
-    """A keras_mixer.MlpMixer with Keras's random init and a random (not zero) head."""
+    """A keras_mixer.MlpMixer with the graph a trained one converts to: Keras's random init
+    for kernels, and random (not constant) head, biases, LayerNorm scales and offsets.
+
+    Keras initialises LayerNorm to scale 1 and offset 0 and biases and the head to 0; the
+    converter folds such identities away, so a fresh model gives a smaller TFLite graph than
+    any trained model (and a zero head a degenerate int8 output range).
+    """
     import keras
     import numpy as np
 
@@ -42,10 +50,13 @@ def random_mixer(variant, image_size, num_classes, seed=0):
         if config
         else MlpMixer.from_variant(variant, num_classes=num_classes, image_size=image_size)
     )
-    head = model.get_layer("head")
-    head.kernel.assign(
-        np.random.default_rng(seed).normal(0, 0.02, head.kernel.shape).astype("float32")
-    )
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        name = weight.path.split("/")[-1]
+        if name in ("gamma", "beta", "bias") or weight.path.startswith("head/"):
+            center = 1.0 if name == "gamma" else 0.0
+            spread = 0.02 if weight.path.startswith("head/") else 0.1
+            weight.assign(rng.normal(center, spread, weight.shape).astype("float32"))
     return model
 
 
