@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full measurements behind docs/benchmarks.md, in priority order (about 30 minutes on the
+# The full measurements behind docs/benchmarks.md, in priority order (about 45 minutes on the
 # 2-core reference machine; B/16 training comes late, as it is the first thing to cut).
 # Run on a quiet machine: every JSON line records the 1-minute load average and how many
 # pytest processes were running. Then: python -m benchmarks.report --write docs/benchmarks.md
@@ -9,6 +9,8 @@ step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 # LiteRT latency of every export format (converts into benchmarks/results/tflite first if needed).
 step python -m benchmarks.tflite_latency --variants S/16 B/16
 step python -m benchmarks.patch_scaling --variant S/16 --repeats 3
+# Input pipeline (issue 5, item 4): alone, and feeding fit, including RandAugment's before/after.
+step python -m benchmarks.input_pipeline
 # Slow path (issue 5, item 4): the GELU in bfloat16 (before the fix) vs float32 (as shipped),
 # back to back.
 step python -m benchmarks.train_throughput --variants S/16 --modes graph \
@@ -21,6 +23,9 @@ step python -m benchmarks.inference_throughput --variants S/32 S/16 B/16 --batch
     --repeats 3
 step python -m benchmarks.inference_throughput --variants S/16 --modes graph xla \
     --precisions mixed_bfloat16 --gelu-dtypes compute --batch-sizes 1 32 --repeats 3
+# Batch sweep (the paper reports each model's best batch): S/16, XLA float32.
+step python -m benchmarks.inference_throughput --variants S/16 --modes xla --precisions float32 \
+    --batch-sizes 8 64 --repeats 3
 # A peer on the same runtime: the same graph built from tf_keras (Keras 2) layers.
 step python -m benchmarks.inference_throughput --variants S/16 --frameworks tf_keras \
     --modes graph --batch-sizes 1 32 --repeats 3
