@@ -13,15 +13,17 @@ step python -m benchmarks.patch_scaling --variant S/16 --repeats 3
 step python -m benchmarks.input_pipeline
 # Slow path (issue 5, item 4): the GELU in bfloat16 (before the fix) vs float32 (as shipped),
 # back to back.
-step python -m benchmarks.train_throughput --variants S/16 --modes graph \
-    --precisions mixed_bfloat16 --gelu-dtypes compute float32 --repeats 3
+step python -m benchmarks.train_throughput --variants S/32 S/16 B/16 --modes graph \
+    --precisions mixed_bfloat16 --gelu-dtypes compute float32 --repeats 5
+step python -m benchmarks.inference_throughput --variants S/16 B/16 --modes graph \
+    --precisions mixed_bfloat16 --gelu-dtypes compute float32 --batch-sizes 1 32 --repeats 5
 step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step train \
     --gelu-dtype compute --repeats 2
 step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step train \
     --gelu-dtype float32 --repeats 2
 step python -m benchmarks.inference_throughput --variants S/32 S/16 B/16 --batch-sizes 1 32 \
     --repeats 3
-step python -m benchmarks.inference_throughput --variants S/16 --modes graph xla \
+step python -m benchmarks.inference_throughput --variants S/16 --modes xla \
     --precisions mixed_bfloat16 --gelu-dtypes compute --batch-sizes 1 32 --repeats 3
 # Batch sweep (the paper reports each model's best batch): S/16, XLA float32.
 step python -m benchmarks.inference_throughput --variants S/16 --modes xla --precisions float32 \
@@ -31,6 +33,8 @@ step python -m benchmarks.inference_throughput --variants S/16 --frameworks tf_k
     --modes graph --batch-sizes 1 32 --repeats 3
 step python -m benchmarks.train_throughput --variants S/32 S/16 --repeats 3
 step python -m benchmarks.train_throughput --variants B/16 --repeats 2
-step python -m benchmarks.train_throughput --variants S/32 B/16 --modes graph xla \
+step python -m benchmarks.train_throughput --variants S/32 B/16 --modes xla \
     --precisions mixed_bfloat16 --gelu-dtypes compute --repeats 2
+# The two export formats that change only the weights' values (same graph as int8).
+step python -m benchmarks.tflite_latency --variants S/16 B/16 --formats pruned_int8 clustered_int8
 step python -m benchmarks.flops

@@ -101,6 +101,19 @@ def variant_label(record):
     return record["variant"] + ("" if framework == "keras" else f" ({framework})")
 
 
+def throughput_order(record):
+    """Rows by variant (paper order), framework, precision, mode, GELU (before first), batch."""
+    variants = ["tiny", "S/32", "S/16", "B/32", "B/16", "L/32", "L/16", "H/14"]
+    return (
+        variants.index(record["variant"]) if record["variant"] in variants else len(variants),
+        record.get("framework", "keras") != "keras",
+        record["precision"] != "float32",
+        ["eager", "graph", "xla"].index(record["mode"]),
+        record["gelu_dtype"] != "compute",
+        record["batch_size"],
+    )
+
+
 def throughput_table(records, what):
     rows = []
     for r in records:
@@ -376,6 +389,8 @@ def main(argv=None):
     args = arguments.parse_args(argv)
     os.makedirs(args.docs_dir, exist_ok=True)
     tables = {table: load(args.results_dir, table, args.quick) for table in KEYS}
+    for table in ("train_throughput", "inference_throughput"):
+        tables[table].sort(key=throughput_order)
     sections = {}
     if tables["flops"]:
         sections["flops"] = flops_table(tables["flops"])
