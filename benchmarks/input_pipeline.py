@@ -75,7 +75,9 @@ def pipeline_config(name, root, *, image_size, batch_size):
 
 def make_pipeline(name, root, *, image_size, batch_size):
     """The endless stream of (images, labels) batches of pipeline `name`."""
-    from training.data import make_dataset
+    import tensorflow as tf
+
+    from training.data import make_dataset, randaugment_layer
 
     config = pipeline_config(name, root, image_size=image_size, batch_size=batch_size)
     training = name != "eval"
@@ -85,18 +87,7 @@ def make_pipeline(name, root, *, image_size, batch_size):
     # eval keeps every example by default; a benchmark wants full, static batches.
     dataset = make_dataset(config, "train", training=training, drop_remainder=True)
     if batch_randaugment:
-        import keras
-        import tensorflow as tf
-
-        from training.data import randaugment_factor
-
-        layer = keras.layers.RandAugment(
-            value_range=(0, 255),
-            num_ops=batch_randaugment["num_ops"],
-            factor=randaugment_factor(batch_randaugment["magnitude"]),
-            seed=0,
-            dtype="float32",
-        )
+        layer = randaugment_layer(batch_randaugment)
         dataset = dataset.map(
             lambda images, labels: (layer(images, training=True), labels),
             num_parallel_calls=tf.data.AUTOTUNE,

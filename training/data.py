@@ -385,6 +385,24 @@ def randaugment_factor(magnitude):
     return magnitude / RANDAUGMENT_MAX_MAGNITUDE
 
 
+def randaugment_layer(settings, seed=0):
+    """Keras's RandAugment for a recipe's `randaugment` entry ({"num_ops", "magnitude"}).
+
+    Example:
+    >>> layer = randaugment_layer({"num_ops": 2, "magnitude": 15})
+    """
+    import keras
+
+    return keras.layers.RandAugment(
+        value_range=(0, 255),
+        num_ops=settings["num_ops"],
+        factor=randaugment_factor(settings["magnitude"]),
+        seed=seed,
+        # Pixels stay float32 under a mixed policy: bfloat16 cannot hold them exactly.
+        dtype="float32",
+    )
+
+
 def _randaugment_per_image(config):
     """RandAugment as `(image, seed) -> image` with Keras's own ops, or None when not configured.
 
@@ -398,16 +416,7 @@ def _randaugment_per_image(config):
     settings = config.get("randaugment")
     if not settings:
         return None
-    import keras
-
-    layer = keras.layers.RandAugment(
-        value_range=(0, 255),
-        num_ops=settings["num_ops"],
-        factor=randaugment_factor(settings["magnitude"]),
-        seed=config.get("seed", 0),
-        # Pixels stay float32 under a mixed policy: bfloat16 cannot hold them exactly.
-        dtype="float32",
-    )
+    layer = randaugment_layer(settings, seed=config.get("seed", 0))
     # The layer's op sub-layers, in its own order (a private name: keras pinned in requirements).
     ops = [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
 
