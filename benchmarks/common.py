@@ -24,6 +24,10 @@ TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channel
 TINY_IMAGE_SIZE = 16
 TINY_NUM_CLASSES = 10
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+# "float32": keras_mixer as it ships; "compute": the GELU in the policy's compute dtype (before).
+GELU_DTYPES = ("float32", "compute")
+
 
 def parser(description):
     """An ArgumentParser with the options every benchmark takes."""
@@ -41,6 +45,22 @@ def parser(description):
         "--results-dir", default=RESULTS_DIR, help="where <table>.jsonl is appended"
     )
     return arguments
+
+
+def add_model_variations(arguments):
+    """The --precisions and --gelu-dtypes options of the throughput benchmarks.
+
+    Example:
+    >>> add_model_variations(parser("Training throughput"))
+    """
+    arguments.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    arguments.add_argument(
+        "--gelu-dtypes",
+        nargs="+",
+        choices=GELU_DTYPES,
+        default=["float32"],
+        help="'compute': the GELU in the policy's compute dtype, as before the slow-path fix",
+    )
 
 
 def sizes(args):
@@ -170,10 +190,6 @@ def emit(table, record, args):
     with open(os.path.join(args.results_dir, f"{table}.jsonl"), "a") as results:
         results.write(line + "\n")
     return record
-
-
-# "float32": keras_mixer as it ships; "compute": the GELU in the policy's compute dtype (before).
-GELU_DTYPES = ("float32", "compute")
 
 
 def compute_dtype_gelu(layers):

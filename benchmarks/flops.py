@@ -112,6 +112,14 @@ def peak_flops(precision, cores=None, mhz=None):
     return cores * mhz * 1e6 * PEAK_FLOPS_PER_CYCLE[precision]
 
 
+def utilization(flops_per_second, precision):
+    """`achieved_gflops` and `fraction_of_peak` (of `peak_flops(precision)`) for a JSON line."""
+    return {
+        "achieved_gflops": flops_per_second / 1e9,
+        "fraction_of_peak": flops_per_second / peak_flops(precision),
+    }
+
+
 def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument(

@@ -10,7 +10,7 @@ and mixed_bfloat16 (bfloat16 matmuls on AMX).
 """
 
 from benchmarks import common
-from benchmarks.flops import mixer_flops, peak_flops
+from benchmarks.flops import mixer_flops, utilization
 
 
 def inference_seconds(model, images, *, jit_compile, repeats, warmup):
@@ -24,15 +24,7 @@ def main(argv=None):
     arguments.add_argument("--variants", nargs="+", default=["S/32", "S/16", "B/16"])
     arguments.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     arguments.add_argument("--modes", nargs="+", choices=["graph", "xla"], default=["graph", "xla"])
-    arguments.add_argument(
-        "--precisions",
-        nargs="+",
-        choices=["float32", "mixed_bfloat16"],
-        default=["float32", "mixed_bfloat16"],
-    )
-    arguments.add_argument(
-        "--gelu-dtypes", nargs="+", choices=common.GELU_DTYPES, default=["float32"]
-    )
+    common.add_model_variations(arguments)
     arguments.add_argument(
         "--frameworks",
         nargs="+",
@@ -61,7 +53,6 @@ def main(argv=None):
             seconds = inference_seconds(
                 model, images, jit_compile=mode == "xla", repeats=args.repeats, warmup=args.warmup
             )
-            achieved = batch_size * flops["forward"] / seconds["median_s"]
             common.emit(
                 "inference_throughput",
                 {
@@ -76,8 +67,7 @@ def main(argv=None):
                     "images_per_s": common.rate(batch_size, seconds),
                     "latency_ms": 1e3 * seconds["median_s"],
                     "forward_flops_per_image": flops["forward"],
-                    "achieved_gflops": achieved / 1e9,
-                    "fraction_of_peak": achieved / peak_flops(precision),
+                    **utilization(batch_size * flops["forward"] / seconds["median_s"], precision),
                 },
                 args,
             )

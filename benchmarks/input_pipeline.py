@@ -104,7 +104,7 @@ def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument("--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     arguments.add_argument("--variant", default="S/32", help="the model `fit` feeds (fastest: S/32)")
-    arguments.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
+    arguments.add_argument("--precision", choices=common.PRECISIONS, default="float32")
     arguments.add_argument("--mode", choices=["graph", "xla"], default="graph")
     arguments.add_argument("--batch-size", type=int, default=32, help="pipeline-alone batch")
     arguments.add_argument("--batches", type=int, default=8, help="batches per timed chunk")

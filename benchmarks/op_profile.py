@@ -95,7 +95,7 @@ def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument("--variant", default="S/16")
     arguments.add_argument(
-        "--precision", choices=["float32", "mixed_bfloat16"], default="mixed_bfloat16"
+        "--precision", choices=common.PRECISIONS, default="mixed_bfloat16"
     )
     arguments.add_argument("--gelu-dtype", choices=common.GELU_DTYPES, default="float32")
     arguments.add_argument("--step", choices=["forward", "train"], default="train")

@@ -31,7 +31,7 @@ def main(argv=None):
         "--image-sizes", nargs="+", type=int, default=[64, 96, 128, 160, 192, 224, 256, 320, 384]
     )
     arguments.add_argument("--batch-size", type=int, default=8)
-    arguments.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
+    arguments.add_argument("--precision", choices=common.PRECISIONS, default="float32")
     arguments.add_argument("--min-patches-for-fit", type=int, default=64)
     args = arguments.parse_args(argv)
 

@@ -389,25 +389,18 @@ def main(argv=None):
     args = arguments.parse_args(argv)
     os.makedirs(args.docs_dir, exist_ok=True)
     tables = {table: load(args.results_dir, table, args.quick) for table in KEYS}
-    for table in ("train_throughput", "inference_throughput"):
-        tables[table].sort(key=throughput_order)
     sections = {}
     if tables["flops"]:
         sections["flops"] = flops_table(tables["flops"])
-    if tables["train_throughput"]:
-        sections["train"] = throughput_table(tables["train_throughput"], "training")
-        plot_throughput(
-            tables["train_throughput"],
-            os.path.join(args.docs_dir, "benchmarks_training.png"),
-            "model.fit throughput (224x224)",
-        )
-    if tables["inference_throughput"]:
-        sections["inference"] = throughput_table(tables["inference_throughput"], "inference")
-        plot_throughput(
-            tables["inference_throughput"],
-            os.path.join(args.docs_dir, "benchmarks_inference.png"),
-            "predict_on_batch throughput (224x224)",
-        )
+    throughputs = (
+        ("train_throughput", "train", "training", "model.fit throughput (224x224)"),
+        ("inference_throughput", "inference", "inference", "predict_on_batch throughput (224x224)"),
+    )
+    for table, section, what, title in throughputs:
+        records = sorted(tables[table], key=throughput_order)
+        if records:
+            sections[section] = throughput_table(records, what)
+            plot_throughput(records, os.path.join(args.docs_dir, f"benchmarks_{what}.png"), title)
     if tables["tflite_latency"]:
         sections["tflite"] = tflite_table(tables["tflite_latency"])
         plot_tflite(tables["tflite_latency"], os.path.join(args.docs_dir, "benchmarks_tflite.png"))

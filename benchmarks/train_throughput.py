@@ -16,7 +16,7 @@ min and max step time. Adam, sparse categorical cross-entropy, 1000 classes.
 import time
 
 from benchmarks import common
-from benchmarks.flops import mixer_flops, peak_flops
+from benchmarks.flops import mixer_flops, utilization
 
 MODES = {
     "eager": dict(run_eagerly=True, jit_compile=False),
@@ -56,22 +56,12 @@ def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument("--variants", nargs="+", default=["S/32", "S/16", "B/16"])
     arguments.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    arguments.add_argument(
-        "--precisions",
-        nargs="+",
-        choices=["float32", "mixed_bfloat16"],
-        default=["float32", "mixed_bfloat16"],
-    )
-    arguments.add_argument(
-        "--gelu-dtypes",
-        nargs="+",
-        choices=common.GELU_DTYPES,
-        default=["float32"],
-        help="'compute': the GELU in the policy's compute dtype, as before the slow-path fix",
-    )
+    common.add_model_variations(arguments)
     arguments.add_argument("--batch-size", type=int, default=8)
     arguments.add_argument("--image-size", type=int, default=224)
     args = arguments.parse_args(argv)
+    import itertools
+
     import numpy as np
     import tensorflow as tf
 
@@ -79,40 +69,38 @@ def main(argv=None):
     images = common.random_images(args.batch_size, image_size)
     labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32")
     batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    for variant in variants:
-        for precision in args.precisions:
-            for gelu_dtype in args.gelu_dtypes:
-                for mode in args.modes:
-                    common.set_precision(precision)
-                    model, config = common.build_model(
-                        variant,
-                        image_size=image_size,
-                        num_classes=num_classes,
-                        gelu_dtype=gelu_dtype,
-                    )
-                    compile_for_benchmark(model, mode=mode)
-                    seconds = fit_step_times(model, batch, steps=args.warmup + args.repeats)
-                    step = common.summarize(seconds[args.warmup :])
-                    flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
-                    achieved = args.batch_size * flops["train_step"] / step["median_s"]
-                    common.emit(
-                        "train_throughput",
-                        {
-                            "variant": variant,
-                            "mode": mode,
-                            "precision": precision,
-                            "gelu_dtype": gelu_dtype,
-                            "batch_size": args.batch_size,
-                            "image_size": image_size,
-                            "step": step,
-                            "images_per_s": common.rate(args.batch_size, step),
-                            "first_steps_s": seconds[: args.warmup],
-                            "train_flops_per_image": flops["train_step"],
-                            "achieved_gflops": achieved / 1e9,
-                            "fraction_of_peak": achieved / peak_flops(precision),
-                        },
-                        args,
-                    )
+    runs = itertools.product(variants, args.precisions, args.gelu_dtypes, args.modes)
+    for variant, precision, gelu_dtype, mode in runs:
+        common.set_precision(precision)
+        model, config = common.build_model(
+            variant,
+            image_size=image_size,
+            num_classes=num_classes,
+            gelu_dtype=gelu_dtype,
+        )
+        compile_for_benchmark(model, mode=mode)
+        seconds = fit_step_times(model, batch, steps=args.warmup + args.repeats)
+        step = common.summarize(seconds[args.warmup :])
+        flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
+        common.emit(
+            "train_throughput",
+            {
+                "variant": variant,
+                "mode": mode,
+                "precision": precision,
+                "gelu_dtype": gelu_dtype,
+                "batch_size": args.batch_size,
+                "image_size": image_size,
+                "step": step,
+                "images_per_s": common.rate(args.batch_size, step),
+                "first_steps_s": seconds[: args.warmup],
+                "train_flops_per_image": flops["train_step"],
+                **utilization(
+                    args.batch_size * flops["train_step"] / step["median_s"], precision
+                ),
+            },
+            args,
+        )
     common.set_precision("float32")
 
 
