@@ -1,0 +1,9 @@
+"""The errors a run reports to its user as one line (the CLI prints them, exit code 2)."""
+
+
+class ConfigError(ValueError):
+    """A run config that cannot train; raised before anything is written."""
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read as configured; the message says how to fix it."""
