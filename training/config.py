@@ -1,0 +1,235 @@
+"""The run config: every key's default, type and range in one table, checked before anything runs.
+
+A run config is a flat dict of the keys of `SETTINGS` (recipes in training/recipes.py list
+only what they change). `check(config)` returns it complete and checked, or raises
+`ConfigError` naming the key, the value and what it must be; the CLI prints that one line.
+What the data decides (class names, example counts, steps per epoch) is not config: it
+is measured at the start of a run and written apart, to `run_info.json` (training/run_dir.py),
+so a config says only what the user chose and two runs are the same run when their configs
+are equal.
+"""
+
+import copy
+import dataclasses
+import numbers
+
+from keras_mixer.variants import VARIANTS
+from training.errors import ConfigError
+
+STRATEGY_KINDS = ("auto", "tpu", "multi_worker", "mirrored", "default")
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+ARCHITECTURE_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One config key: its default, and `accepts(value)` -> None or what the value must be."""
+
+    default: object
+    accepts: object
+    help: str = ""
+
+
+def integer(minimum=None, maximum=None, optional=False):
+    def accepts(value):
+        if value is None and optional:
+            return None
+        in_range = (minimum is None or value >= minimum) if _is_int(value) else False
+        in_range = in_range and (maximum is None or value <= maximum)
+        if not in_range:
+            bounds = _bounds(minimum, maximum)
+            return f"an integer{bounds}" + (" or null" if optional else "")
+        return None
+
+    return accepts
+
+
+def number(minimum=None, maximum=None, below=None):
+    def accepts(value):
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+        ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+        ok = ok and (below is None or value < below)
+        if not ok:
+            bounds = _bounds(minimum, maximum) + (f" and < {below}" if below is not None else "")
+            return f"a number{bounds}"
+        return None
+
+    return accepts
+
+
+def one_of(*choices):
+    def accepts(value):
+        return None if value in choices else "one of " + ", ".join(map(repr, choices))
+
+    return accepts
+
+
+def text(optional=False):
+    def accepts(value):
+        if isinstance(value, str) and value or (optional and value is None):
+            return None
+        return "a non-empty string" + (" or null" if optional else "")
+
+    return accepts
+
+
+def boolean(value):
+    return None if isinstance(value, bool) else "true or false"
+
+
+def image_size(value):
+    if _is_int(value) and value >= 1:
+        return None
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        _is_int(v) and v >= 1 for v in value
+    ):
+        return None
+    return "a positive integer or [height, width]"
+
+
+def variant(value):
+    if value is None or value in VARIANTS:
+        return None
+    return f"null or a paper variant ({', '.join(VARIANTS)})"
+
+
+def architecture(value):
+    if not isinstance(value, dict):
+        return "a JSON object of MlpMixer arguments, e.g. {\"hidden_dim\": 128}"
+    unknown = sorted(set(value) - set(ARCHITECTURE_KEYS))
+    if unknown:
+        return f"an object with keys among {', '.join(ARCHITECTURE_KEYS)} (unknown: {unknown})"
+    bad = sorted(k for k, v in value.items() if not (_is_int(v) and v >= 1))
+    return f"an object of positive integers ({bad} are not)" if bad else None
+
+
+def randaugment(value):
+    if value is None:
+        return None
+    if (
+        isinstance(value, dict)
+        and set(value) == {"num_ops", "magnitude"}
+        and _is_int(value["num_ops"])
+        and value["num_ops"] >= 1
+        and isinstance(value["magnitude"], numbers.Real)
+        and 0 <= value["magnitude"] <= 30
+    ):
+        return None
+    return 'null or {"num_ops": >= 1, "magnitude": 0..30} (RandAugment\'s scale; the paper uses 15)'
+
+
+def jit_compile(value):
+    return None if isinstance(value, bool) or value == "auto" else 'true, false or "auto"'
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _bounds(minimum, maximum):
+    if minimum is not None and maximum is not None:
+        return f" in {minimum}..{maximum}"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return f" <= {maximum}" if maximum is not None else ""
+
+
+SETTINGS = {
+    # Data (training/data.py).
+    "dataset": Setting("sklearn_digits", text(), "tfds name, or a folder ROOT/<split>/<class>/<image>"),
+    "data_dir": Setting(None, text(optional=True), "tfds data_dir (local or gs://)"),
+    "train_split": Setting("train", text()),
+    "test_split": Setting("test", text()),
+    "image_size": Setting(224, image_size, "int or [height, width]"),
+    "num_channels": Setting(3, one_of(1, 3)),
+    "num_classes": Setting(None, integer(1, optional=True), "null: the dataset's number of classes"),
+    "shuffle_buffer": Setting(10_000, integer(1)),
+    "train_crop": Setting("resize", one_of("resize", "inception_crop")),
+    "eval_crop": Setting("resize", one_of("resize", "center_crop")),
+    "random_shift": Setting(0, integer(0), "translate training images by up to this many pixels"),
+    "random_flip": Setting(False, boolean),
+    "randaugment": Setting(None, randaugment, 'null or {"num_ops": 2, "magnitude": 15}'),
+    "mixup_alpha": Setting(0.0, number(0)),
+    "label_smoothing": Setting(0.0, number(0, below=1)),
+    # Model (keras_mixer): a paper variant, with any architecture argument overridden by `model`.
+    "variant": Setting("S/16", variant),
+    "model": Setting({}, architecture),
+    "dropout_rate": Setting(0.0, number(0, below=1)),
+    "stochastic_depth_rate": Setting(0.0, number(0, below=1)),
+    "init": Setting(None, text(optional=True), "official .npz to fine-tune from (a new head)"),
+    # Optimisation.
+    "batch_size": Setting(4096, integer(1), "global: split across replicas"),
+    "epochs": Setting(300, integer(1)),
+    "optimizer": Setting("adam", one_of("adam", "sgd"), "adam is AdamW when weight_decay > 0"),
+    "learning_rate": Setting(1e-3, number(below=float("inf"), minimum=0)),
+    "beta_1": Setting(0.9, number(0, below=1)),
+    "beta_2": Setting(0.999, number(0, below=1)),
+    "momentum": Setting(0.9, number(0, below=1)),
+    "weight_decay": Setting(0.0, number(0)),
+    "warmup_steps": Setting(0, integer(0)),
+    "decay": Setting("linear", one_of("linear", "cosine"), "to 0 at the last step"),
+    "clip_global_norm": Setting(1.0, number(0), "0: no clipping"),
+    # Numerics and placement.
+    "dtype_policy": Setting("float32", one_of(*DTYPE_POLICIES)),
+    "jit_compile": Setting("auto", jit_compile, '"auto": XLA on TPU and GPU only'),
+    "steps_per_execution": Setting(1, integer(1)),
+    "strategy": Setting("auto", one_of(*STRATEGY_KINDS), "see training/strategy.py"),
+    "tpu": Setting(None, text(optional=True), "TPU name, grpc://host:port or 'local'"),
+    "cluster_connect_timeout_s": Setting(
+        300.0, number(minimum=1, below=float("inf")), "how long workers wait for each other"
+    ),
+    # Bookkeeping.
+    "seed": Setting(0, integer(0)),
+    "checkpoint_every_steps": Setting(100, integer(1), "a preempted run redoes at most this many"),
+    "validate_every_epoch": Setting(True, boolean),
+}
+
+DEFAULTS = {key: setting.default for key, setting in SETTINGS.items()}
+
+
+def check(config):
+    """Returns `config` completed with the defaults and checked key by key.
+
+    Raises ConfigError naming the first unknown key or the first value of the wrong type or
+    range, with what it must be.
+
+    Example:
+    >>> check({"epochs": 0})
+    ConfigError: config epochs=0 must be an integer >= 1 (e.g. --set epochs=300).
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"a run config is a JSON object of settings, not {type(config).__name__}.")
+    unknown = sorted(set(config) - set(SETTINGS) - {"recipe"})
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {unknown}. Known keys: {', '.join(sorted(SETTINGS))}."
+        )
+    complete = {**copy.deepcopy(DEFAULTS), **copy.deepcopy(config)}
+    for key, setting in SETTINGS.items():
+        expected = setting.accepts(complete[key])
+        if expected:
+            raise ConfigError(
+                f"config {key}={_show(complete[key])} must be {expected} "
+                f"(e.g. --set {key}={_show(setting.default)})."
+            )
+    if not complete["variant"]:
+        missing = [key for key in ARCHITECTURE_KEYS if key not in complete["model"]]
+        if missing:
+            raise ConfigError(
+                f"config model is missing {missing}: set variant (e.g. --variant S/16) or all of "
+                f"{', '.join(ARCHITECTURE_KEYS)} in --set model='{{...}}'."
+            )
+    return complete
+
+
+def architecture_of(config):
+    """The five MlpMixer architecture arguments: the variant's, overridden by `model`."""
+    arguments = dict(VARIANTS[config["variant"]]) if config["variant"] else {}
+    arguments.update(config["model"])
+    return arguments
+
+
+def _show(value):
+    import json
+
+    return json.dumps(value)
