@@ -1,0 +1,72 @@
+"""What the command lines print: Keras's progress bar, our notices and errors, not TF's C++ logs.
+
+TensorFlow, XLA and the TFLite converter log from C++ straight to the process's stderr
+(`I0000 ... port.cc:153] oneDNN custom operations are on`, `flatbuffer_export.cc`,
+`Reading SavedModel`, `INFO: Created TensorFlow Lite XNNPACK delegate`): a digits run
+printed about 200 such lines. `TF_CPP_MIN_LOG_LEVEL` silences only some of them (those
+absl writes before it is initialised ignore it), so `quiet()` also filters the stderr file
+descriptor itself: lines in absl's native format, and the converter's `INFO:` lines, are
+dropped; everything else (Python warnings, tracebacks, Keras, our messages) passes through
+unchanged. It must run before TensorFlow is imported; `--verbose` skips it.
+"""
+
+import atexit
+import logging
+import os
+import re
+import sys
+import threading
+
+# absl's native prefix: severity and date, time, thread, file:line] ("I0000 00:00:1796.5 42 a.cc:1] ")
+_NATIVE_LOG = re.compile(rb"^[IWE]\d{4} \d+:\d+:[\d.]+\s+\d+ [\w./-]+:\d+\] ")
+_NOISE = (
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    b"INFO: Created TensorFlow Lite XNNPACK delegate",
+    b"To enable the following instructions:",
+)
+_filter = {}
+
+
+def _is_noise(line):
+    return bool(_NATIVE_LOG.match(line)) or line.startswith(_NOISE)
+
+
+def quiet():
+    """Drops TensorFlow's native log lines from this process's stderr (idempotent)."""
+    if _filter:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with os.fdopen(read_end, "rb") as source:
+            for line in source:
+                if not _is_noise(line):
+                    os.write(original, line)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    _filter.update(original=original, thread=thread)
+    atexit.register(flush)
+
+
+def flush():
+    """Ends the filter and lets every line it holds reach the terminal (at exit, or before
+    `os._exit`)."""
+    if not _filter:
+        return
+    sys.stderr.flush()
+    os.dup2(_filter["original"], 2)  # closes the pipe's last write end: the pump drains and ends
+    _filter["thread"].join(timeout=5)
+    _filter.clear()
+
+
+def configure(verbose=False):
+    """The command lines' logging: our notices at WARNING, TF's native logs off unless verbose."""
+    if not verbose:
+        quiet()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
