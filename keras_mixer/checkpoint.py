@@ -26,7 +26,7 @@ from keras_mixer.variants import VARIANTS, get_variant
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded as it is; the message says why and what to do."""
+    """A checkpoint that cannot be loaded as asked; the message says why and what to do."""
 
 
 _OFFICIAL_KEY = re.compile(
@@ -324,8 +324,9 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
         path: str. The `.npz` file (e.g. `Mixer-B_16.npz` from gs://mixer_models/).
         variant: None, a name ("B/16") or a dict of hyperparameters. None reads the
             architecture off the file, which must then be one of `VARIANTS`.
-        num_classes: int or None. None keeps the checkpoint's head. Any other size gets
-            a fresh zero-initialised head (the official fine-tuning recipe).
+        num_classes: int >= 1 or None. None keeps the checkpoint's head. Any other size
+            gets a fresh zero-initialised head (the official fine-tuning recipe). It is
+            checked before the file is read, even with include_top=False.
         image_size: int, (height, width) or None. None uses the checkpoint's resolution.
             A whole multiple of it adapts the token-mixing MLPs (`expand_token_mixing`).
         include_top: bool. False returns the pooled features without a head.
@@ -336,6 +337,16 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
     Example:
     >>> model = keras_mixer.load_official_checkpoint("Mixer-B_16.npz", num_classes=10, image_size=448)
     """
+    if num_classes is not None:
+        # bool is an int subclass, but True is a mistake, not a one-class head.
+        is_int = isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
+        if not is_int or num_classes < 1:
+            raise CheckpointError(
+                f"num_classes must be a positive int or None; got {num_classes!r}. None keeps the "
+                "checkpoint's head, an int gives a new head of that size, and include_top=False "
+                "gives the pooled features without a head."
+            )
+        num_classes = int(num_classes)
     params = read_npz(path)
     hyperparameters, num_patches, checkpoint_classes = infer_architecture(params, path)
     if variant is None:

@@ -221,3 +221,10 @@ def test_other_zip_is_not_an_npz(tmp_path):
     with pytest.raises(CheckpointError, match="holds 'config.json', which is not a .npy array"):
         load_official_checkpoint(path)
 
+
+@pytest.mark.parametrize("num_classes", [0, -1, 2.0, True])
+def test_num_classes_must_be_a_positive_int_before_reading(tmp_path, num_classes):
+    # The file does not exist: the argument is checked before anything is read.
+    message = re.escape(f"num_classes must be a positive int or None; got {num_classes!r}")
+    with pytest.raises(CheckpointError, match=message):
+        load_official_checkpoint(os.fspath(tmp_path / "nope.npz"), num_classes=num_classes)
