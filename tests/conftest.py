@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny Mixer config (not a paper variant) and quiet, seeded TensorFlow."""
+"""Shared fixtures: the tiny Mixer config (tests/helpers.py) and quiet, seeded TensorFlow."""
 
 import os
 
@@ -8,7 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
+from helpers import TINY  # noqa: E402
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from keras_mixer import VARIANTS, load_official_checkpoint
 from keras_mixer.checkpoint import CheckpointError, keras_to_official, official_to_keras
 from reference import mixer_forward, random_official_params
 
-TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
+from helpers import TINY
 # Float32 Keras against a float64 reference: measured ~2e-7 on the tiny model and ~3e-6 on S/32
 # (logits of magnitude ~2), so 1e-5 relative to the logit scale is float32 round-off level.
 TOLERANCE = 1e-5
