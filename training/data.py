@@ -425,11 +425,10 @@ def _randaugment_per_image(config):
     """RandAugment as `(image, seed) -> image` with Keras's own ops, or None when not configured.
 
     Keras's `RandAugment` layer computes all eleven of its ops on the whole batch and keeps
-    the chosen one, for each of `num_ops`: 22 full-batch transforms to apply 2. Measured at
-    224x224 on 2 cores that caps the i1k pipeline at ~55 images/s, below what Mixer-S/32
-    trains at (benchmarks/input_pipeline.py). Here `tf.switch_case` runs only the chosen op
-    of the same Keras layer, per image, ~12x faster; the ops are drawn per image (seeded by
-    the example's seed), as in the RandAugment paper, where Keras draws one set per batch.
+    the chosen one, for each of `num_ops`: 22 full-batch transforms to apply 2, which starves
+    the training step on CPU (docs/benchmarks.md, input pipeline). Here `tf.switch_case` runs
+    only the chosen op of the same Keras layer, per image; the ops are drawn per image (seeded
+    by the example's seed), as in the RandAugment paper, where Keras draws one set per batch.
     """
     settings = config["randaugment"]
     if not settings:

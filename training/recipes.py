@@ -32,9 +32,9 @@ Recipes (command, expected result, cost):
           --set image_size=224
   Hours on one GPU for cifar10; minutes for the digits with `--dataset sklearn_digits`.
 
-Numerics chosen from measurements on a 2-core CPU with AMX (TF 2.21, docs/benchmarks.md):
-`mixed_bfloat16` trains Mixer-S/16 about 1.6x faster than float32 in graph mode; XLA doubles
-the speed of the tiny digits model but helps S/16 only ~15% and slows bfloat16 B/16. Hence the digits recipe trains in
+Numerics chosen from the measurements in docs/benchmarks.md (a 2-core CPU with AMX, TF 2.21):
+`mixed_bfloat16` trains Mixer-S/16 faster than float32 in graph mode; XLA pays on the tiny
+digits model but little on S/16 and not for bfloat16 B/16. Hence the digits recipe trains in
 float32 with XLA, the ImageNet-size recipes in mixed_bfloat16 with `jit_compile="auto"`
 (XLA on TPU and GPU, where it pays, not on CPU).
 """
