@@ -77,7 +77,8 @@ def make_pipeline(name, root, *, image_size, batch_size):
     """The endless stream of (images, labels) batches of pipeline `name`."""
     import tensorflow as tf
 
-    from training.data import make_dataset, randaugment_layer
+    from training.augment import randaugment_layer
+    from training.data import make_dataset
 
     config = pipeline_config(name, root, image_size=image_size, batch_size=batch_size)
     training = name != "eval"

@@ -156,7 +156,8 @@ def staged_file(path):
     with scratch_dir() as scratch:
         local = os.path.join(scratch, basename(path))
         yield local
-        write_atomically(path, open(local, "rb").read())
+        with open(local, "rb") as file:
+            write_atomically(path, file.read())
 
 
 @contextlib.contextmanager

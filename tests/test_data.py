@@ -5,10 +5,10 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import digits_config, write_image_folder
+
+from training import augment, data, recipes
 from training import config as config_lib
-from training import data, recipes
 from training.digits import digits_split
 from training.errors import DataError
 
@@ -159,6 +159,6 @@ def test_paper_recipes_build_their_augmented_pipelines(tmp_path):
     np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, atol=1e-6)
     assert np.all(labels.numpy() >= 0)
     first_batch("finetune")
-    assert data.randaugment_factor(15) == 0.5  # the paper's magnitude: mid-scale
+    assert augment.randaugment_factor(15) == 0.5  # the paper's magnitude: mid-scale
     with pytest.raises(ValueError, match="randaugment magnitude=31 is outside 0..30"):
-        data.randaugment_factor(31)
+        augment.randaugment_factor(31)

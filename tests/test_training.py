@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import (
     SUBPROCESS_TIMEOUT_S,
     TINY,
@@ -29,6 +28,7 @@ from helpers import (
     run_bounded,
     start,
 )
+
 from keras_mixer import storage
 from training import data, loop, optimization, train
 from training.errors import ConfigError

@@ -11,6 +11,8 @@ are equal.
 
 import copy
 import dataclasses
+import json
+import math
 import numbers
 
 from keras_mixer.variants import VARIANTS
@@ -46,7 +48,7 @@ def integer(minimum=None, maximum=None, optional=False):
 
 def number(minimum=None, maximum=None, below=None):
     def accepts(value):
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
         ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
         ok = ok and (below is None or value < below)
         if not ok:
@@ -209,8 +211,8 @@ def check(config):
         expected = setting.accepts(complete[key])
         if expected:
             raise ConfigError(
-                f"config {key}={_show(complete[key])} must be {expected} "
-                f"(e.g. --set {key}={_show(setting.default)})."
+                f"config {key}={json.dumps(complete[key])} must be {expected} "
+                f"(e.g. --set {key}={json.dumps(setting.default)})."
             )
     if not complete["variant"]:
         missing = [key for key in ARCHITECTURE_KEYS if key not in complete["model"]]
@@ -227,9 +229,3 @@ def architecture_of(config):
     arguments = dict(VARIANTS[config["variant"]]) if config["variant"] else {}
     arguments.update(config["model"])
     return arguments
-
-
-def _show(value):
-    import json
-
-    return json.dumps(value)

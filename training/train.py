@@ -26,7 +26,7 @@ if __name__ == "__main__":
 from training.loop import NonFiniteLossError, run  # noqa: E402  (the Python API: train.run)
 from training.recipes import get_recipe  # noqa: E402
 
-__all__ = ["run", "main"]
+__all__ = ["main", "run"]
 
 # Flags that set the config key of the same name (dashes for underscores).
 CONFIG_FLAGS = (

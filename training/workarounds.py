@@ -12,7 +12,7 @@ import logging
 import keras
 import tensorflow as tf
 
-from training import data as data_lib
+from training.augment import image_size
 from training.optimization import uses_dense_labels
 from training.steps import StepsPerExecution
 
@@ -55,7 +55,7 @@ def fix_multi_worker_fit(model, strategy, config, num_classes):
             ),
         )
     per_replica = config["batch_size"] // strategy.num_replicas_in_sync
-    height, width = data_lib.image_size(config)
+    height, width = image_size(config)
     images = keras.KerasTensor((per_replica, height, width, config["num_channels"]), "float32")
     if uses_dense_labels(config):
         labels = keras.KerasTensor((per_replica, num_classes), "float32")

@@ -12,8 +12,8 @@ import signal
 import sys
 
 import tensorflow as tf
-
 from helpers import TINY
+
 from training import recipes, train
 
 data_dir, run_dir = sys.argv[1:3]

@@ -8,7 +8,6 @@ the 1 left (training/steps.py); 2 epochs, each validated, run the validation bud
 Writes OUT_DIR/<strategy>.npz with the final weights.
 """
 
-import json
 import sys
 
 import tensorflow as tf
@@ -19,8 +18,9 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
 from helpers import TINY  # noqa: E402
+from keras_mixer import storage  # noqa: E402
+
 from training import recipes, train  # noqa: E402
 
 data_dir, out_dir = sys.argv[1:3]
@@ -37,5 +37,5 @@ for name, strategy in strategies.items():
     run_dir = train.run(config, f"{out_dir}/{name}", strategy=strategy, verbose=0)
     weights = keras.models.load_model(f"{run_dir}/model.keras").get_weights()
     np.savez(f"{out_dir}/{name}.npz", *weights)
-    info = json.load(open(f"{run_dir}/run_info.json"))
-    print(name, info["num_replicas"], json.load(open(f"{run_dir}/metrics.json"))["steps"])
+    info, metrics = (storage.read_json(f"{run_dir}/{n}.json") for n in ("run_info", "metrics"))
+    print(name, info["num_replicas"], metrics["steps"])

@@ -10,8 +10,8 @@ import sys
 import time
 
 import keras
-
 from helpers import TINY
+
 from training import recipes, train
 
 data_dir, run_dir, progress, delay, steps_per_execution = sys.argv[1:6]

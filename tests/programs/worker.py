@@ -8,8 +8,8 @@ steps_per_execution=2 over 5 steps per epoch. Saves this worker's final weights.
 import sys
 
 import numpy as np
-
 from helpers import TINY
+
 from training import loop, recipes, train
 
 data_dir, run_dir, weights_path = sys.argv[1:4]
