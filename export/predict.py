@@ -15,13 +15,20 @@ The app-side steps, in order (the README shows them in Kotlin and Swift):
    class-index order).
 """
 
-import argparse
-import os
 import sys
+
+if __name__ == "__main__":  # python -m export.predict: export/cli.py
+    from export import cli
+
+    sys.exit(cli.predict_main())
+
+import os
 
 import numpy as np
 
 from export import evaluate
+
+EXPECTED_MODEL = "a .tflite file written by export.convert (e.g. exports/digits/int8.tflite)"
 
 
 def load_labels(model_path, labels=None):
@@ -60,8 +67,7 @@ def predict(model_path, image_paths, *, labels=None, top=5):
     [[('7', 0.98)]]
     """
     if not os.path.isfile(model_path):
-        raise FileNotFoundError(
-            f"No model at {model_path!r}: expected a .tflite file written by export.convert.")
+        raise FileNotFoundError(f"No model at {model_path!r}: expected {EXPECTED_MODEL}.")
     runner = evaluate.interpreter(model_path)
     _, height, width, channels = runner.get_input_details()[0]["shape"]
     names = load_labels(model_path, labels)
@@ -75,25 +81,3 @@ def predict(model_path, image_paths, *, labels=None, top=5):
         results.append([(names[i] if names and i < len(names) else str(i), float(row[i]))
                         for i in best])
     return results
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.predict",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help=".tflite file (labels.txt beside it names the classes)")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--labels", help="labels file (default: labels.txt beside the model)")
-    parser.add_argument("--top", type=int, default=5)
-    args = parser.parse_args(argv)
-    try:
-        results = predict(args.model, args.images, labels=args.labels, top=args.top)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for path, classes in zip(args.images, results):
-        print(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in classes))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """export/: every format of a Mixer trained here on the digits, run in LiteRT, held to Keras.
 
-One tiny Mixer (tests/conftest.py TINY, 8x8 digits, patch 4) is trained once per module
+One tiny Mixer (tests/helpers.py TINY, 8x8 digits, patch 4) is trained once per module
 through training.data.make_dataset and exported once to every default format; the tests
 read that report and the files. Bounds are export/modes.py's, stated there per format;
 accuracy is on the digits test split (364 images, so 1 point is ~3.6 images).
@@ -8,22 +8,24 @@ accuracy is on the digits test split (364 images, so 1 point is ~3.6 images).
 
 import json
 import os
+import signal
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from export import cli, evaluate, graph, inputs, modes
 from export import convert as convert_module
-from export import evaluate, graph
-from export.convert import AccuracyBudgetError, convert, load_source, to_tflite, write_atomically
+from export.convert import AccuracyBudgetError, convert, to_tflite
 from export.modes import MODES
-from keras_mixer import MlpMixer, gelu_tanh
-from conftest import TINY
+from export.settings import ExportSettings
+from helpers import TINY, program, run_bounded
+from keras_mixer import MlpMixer, gelu_tanh, storage
 
 FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "qat_int8"]
 TFLITE_FORMATS = FORMATS[1:]
-INTEGER_FORMATS = ["int8", "int8_keras_graph", "qat_int8"]
 NUM_LAYER_NORMS = 2 * TINY["num_blocks"] + 1
 
 
@@ -137,7 +139,7 @@ def test_integer_models_are_integer_end_to_end(exported):
         assert set(formats[name]["op_counts"]) == {
             "ADD", "CONV_2D", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT",
             "SUB", "TRANSPOSE"}
-    # The graph as Keras lowers it keeps a float NEG per LayerNorm (the 4b baseline).
+    # The graph as Keras lowers it keeps a float NEG per LayerNorm.
     baseline = formats["int8_keras_graph"]
     assert baseline["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
 
@@ -152,7 +154,7 @@ def test_integer_friendly_graph_cuts_xnnpack_partitions(exported):
 
 
 def test_integer_friendly_graph_computes_the_same_function(run_dir, digits_test):
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images = digits_test[0][:128]
     rebuilt = graph.rebuild(model, graph.integer_friendly(keras.layers))
     np.testing.assert_allclose(rebuilt.predict(images, verbose=0), model.predict(images, verbose=0),
@@ -166,7 +168,7 @@ def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
 
     from export import optimize
 
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images = digits_test[0][:128]
     for integer_friendly in (False, True):
         twin = optimize.twin(model, images, integer_friendly=integer_friendly)
@@ -178,7 +180,7 @@ def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
 def test_qat_starts_from_calibrated_ranges(run_dir, digits_test):
     from export import optimize
 
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images = digits_test[0][:256]
     dataset = tf.data.Dataset.from_tensor_slices(digits_test).batch(64)
     qat_model = optimize.quantization_aware_training(model, dataset, steps=0,
@@ -195,7 +197,7 @@ def test_qat_starts_from_calibrated_ranges(run_dir, digits_test):
 def test_twin_that_drifts_from_the_model_is_refused(run_dir, digits_test, monkeypatch):
     from export import optimize
 
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     rebuild = graph.rebuild
 
     def drifted(source, layers):
@@ -209,7 +211,7 @@ def test_twin_that_drifts_from_the_model_is_refused(run_dir, digits_test, monkey
 
 
 def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images, labels = digits_test
     tflite = to_tflite(graph.rebuild(model, graph.integer_friendly(keras.layers)), "int8", images,
                        io_dtype="uint8")
@@ -223,39 +225,56 @@ def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
         model.predict(images, verbose=0).argmax(-1) == labels) - 0.01
 
 
-def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, capsys):
+def _png(path, image):
     from PIL import Image
 
+    Image.fromarray(image[..., 0].astype(np.uint8), mode="L").save(path)
+    return str(path)
+
+
+def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, capsys):
     from export import predict
 
     out_dir, _ = exported
     images, labels = digits_test
-    paths = []
-    for index in range(20):
-        path = tmp_path / f"digit_{index}.png"
-        Image.fromarray(images[index, ..., 0].astype(np.uint8), mode="L").save(path)
-        paths.append(str(path))
+    paths = [_png(tmp_path / f"digit_{index}.png", images[index]) for index in range(20)]
     for name in ["fp32", "int8"]:
         results = predict.predict(str(out_dir / f"{name}.tflite"), paths, top=3)
         assert all(len(top) == 3 and top[0][1] >= top[1][1] for top in results)
         predicted = [top[0][0] for top in results]
         assert np.mean([p == str(label) for p, label in zip(predicted, labels[:20])]) >= 0.9
-    assert predict.main([str(out_dir / "int8.tflite"), paths[0], "--top", "1"]) == 0
+    code = cli.predict_main([str(out_dir / "int8.tflite"), paths[0], "--top", "1"])
+    assert code == 0
     assert capsys.readouterr().out.startswith(f"{paths[0]}: {labels[0]} ")
 
 
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
-    code = convert_module.main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
-                                "--eval-samples", "50"])
+    code = cli.convert_main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
+                             "--eval-samples", "50"])
     assert code == 0
     assert (out_dir / "fp32.tflite").is_file() and (out_dir / "report.json").is_file()
-    assert "| fp32 |" in capsys.readouterr().out
-    assert convert_module.main([str(tmp_path / "missing"), "--out", str(out_dir)]) == 2
+    output = capsys.readouterr().out
+    assert "| fp32 |" in output and "Wrote fp32.tflite, labels.txt" in output
+    assert cli.convert_main([str(tmp_path / "missing"), "--out", str(out_dir)]) == 2
     assert "No model at" in capsys.readouterr().err
     budget = ["--formats", "dynamic_int8", "--eval-samples", "50", "--max-accuracy-drop", "-1"]
-    assert convert_module.main([str(run_dir), "--out", str(tmp_path / "budget"), *budget]) == 1
-    assert "FAILED: Quantized models outside the accuracy budget" in capsys.readouterr().err
+    assert cli.convert_main([str(run_dir), "--out", str(tmp_path / "budget"), *budget]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: Quantized models outside the accuracy budget" in captured.err
+    assert "| dynamic_int8 |" in captured.out  # the report, printed all the same
+
+
+def test_settings_are_one_dataclass_checked_before_anything_is_written(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="io_dtype='int16' must be 'int8' or 'uint8'"):
+        convert(str(run_dir), str(tmp_path), ["int8"], io_dtype="int16")
+    with pytest.raises(ValueError, match="target_sparsity=1.5 must be a fraction in"):
+        ExportSettings(target_sparsity=1.5)
+    assert not list(tmp_path.iterdir())
+    report = convert(str(run_dir), str(tmp_path), ["fp32"],
+                     settings=ExportSettings(eval_samples=30, latency_runs=5), latency_runs=2)
+    assert report["settings"]["eval_samples"] == 30 and report["settings"]["latency_runs"] == 2
+    assert report["evaluation"]["num_examples"] == 30
 
 
 def test_accuracy_budget_fails_loudly_after_writing_the_report(run_dir, tmp_path):
@@ -264,6 +283,60 @@ def test_accuracy_budget_fails_loudly_after_writing_the_report(run_dir, tmp_path
                 eval_samples=50, latency_runs=2)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["accuracy_budget_failures"]
+
+
+def test_remote_source_and_output_go_through_storage(run_dir, tmp_path, monkeypatch):
+    # ram://, TensorFlow's in-memory filesystem, stands in for gs:// (in this process only).
+    monkeypatch.chdir(tmp_path)
+    source, out = "ram://runs/digits", "ram://exports/x"
+    tf.io.gfile.makedirs(source)
+    for name in ("model.keras", "config.json"):
+        tf.io.gfile.copy(str(run_dir / name), f"{source}/{name}", overwrite=True)
+    report = convert(source, out, ["saved_model", "fp32"], eval_samples=50, latency_runs=2)
+    assert sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out)) == [
+        "fp32.tflite", "labels.txt", "report.json", "report.md", "report.png", "saved_model"]
+    assert storage.exists(f"{out}/saved_model/saved_model.pb")
+    assert report["formats"]["saved_model"]["agreement"] == 1.0
+    assert storage.read_json(f"{out}/report.json")["formats"].keys() == {"saved_model", "fp32"}
+    assert storage.read_bytes(f"{out}/report.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert storage.read_text(f"{out}/labels.txt").split() == [str(d) for d in range(10)]
+    evaluate.check_builtin_ops(storage.read_bytes(f"{out}/fp32.tflite"))
+    assert list(tmp_path.iterdir()) == []  # nothing was written under the working directory
+
+
+# ----------------------------------------------------------------------------- kills
+
+
+@pytest.fixture(scope="module")
+def killed_then_rerun(run_dir, tmp_path_factory):
+    """An export SIGKILLed mid-conversion, another mid-write, then the same command rerun:
+    `(out, temp folder, what each kill left, the rerun's exit code and output)`."""
+    root = tmp_path_factory.mktemp("killed")
+    out, temp = root / "out", root / "tmp"
+    temp.mkdir()
+    arguments = [str(run_dir), "--out", str(out), "--formats", "fp32", "fp16",
+                 "--eval-samples", "50"]
+    # TMPDIR: the scratch folders land where the test sees them.
+    env = {"TMPDIR": str(temp)}
+    left = {}
+    for point in ("converter", "rename"):
+        code, output = run_bounded(program("export_killed", point, *arguments), env=env)
+        assert code == -signal.SIGKILL, output
+        left[point] = {"out": sorted(os.listdir(out)), "temp": sorted(os.listdir(temp))}
+    code, output = run_bounded([sys.executable, "-m", "export.convert", *arguments], env=env)
+    return out, temp, left, code, output
+
+
+def test_killed_export_leaves_nothing_behind_once_rerun(killed_then_rerun):
+    out, temp, left, code, output = killed_then_rerun
+    # What the kills left: a scratch SavedModel folder, a complete .tflite under its partial name.
+    assert [name for name in left["converter"]["temp"]
+            if name.startswith(storage.SCRATCH_PREFIX)], left
+    assert [name for name in left["rename"]["out"] if name.startswith(".fp16.tflite.partial-")]
+    assert code == 0, output
+    assert not [name for name in os.listdir(out) if ".partial-" in name]
+    assert not [name for name in os.listdir(temp) if name.startswith(storage.SCRATCH_PREFIX)]
+    assert {"fp32.tflite", "fp16.tflite", "labels.txt", "report.json"} <= set(os.listdir(out))
 
 
 # ----------------------------------------------------------------------------- faults
@@ -300,7 +373,7 @@ def test_bad_representative_data_is_a_clear_error(run_dir, digits_test, tmp_path
 
 
 def test_fine_tuned_formats_without_tfmot_are_a_clear_error(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(convert_module, "tfmot_available", lambda: False)
+    monkeypatch.setattr(modes, "tfmot_available", lambda: False)
     with pytest.raises(ImportError, match="qat_int8 need tensorflow-model-optimization"):
         convert(str(run_dir), str(tmp_path), ["fp32", "qat_int8"])
     assert not list(tmp_path.iterdir())
@@ -308,7 +381,8 @@ def test_fine_tuned_formats_without_tfmot_are_a_clear_error(run_dir, tmp_path, m
 
 def test_unwritable_output_is_a_clear_error(run_dir, tmp_path):
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(PermissionError, match="Cannot write the export to"):
+    with pytest.raises(storage.StorageError,
+                       match="cannot write to .*a_file/out.*: choose a folder you can write to"):
         convert(str(run_dir), str(tmp_path / "a_file" / "out"), ["fp32"])
 
 
@@ -328,13 +402,14 @@ def test_flex_ops_are_refused_and_nothing_is_written(run_dir, digits_test, tmp_p
     assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob(".*"))
 
 
-def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    def fail(*args):
+def test_failed_write_leaves_no_partial_file(run_dir, digits_test, tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(os, "replace", fail)
+    monkeypatch.setattr(tf.io.gfile, "rename", disk_full)
     with pytest.raises(OSError, match="disk full"):
-        write_atomically(str(tmp_path / "int8.tflite"), b"\0" * 1000)
+        convert(str(run_dir), str(tmp_path), ["fp32"],
+                eval_data=(digits_test[0][:20], digits_test[1][:20]))
     assert list(tmp_path.iterdir()) == []
 
 
