@@ -11,7 +11,8 @@ Mixer; every report shows them.
 - prepare(model, data, settings) -> Prepared: the graph the converter sees. Float formats
   convert the model as Keras lowers it (XNNPACK runs it in one partition already); the
   integer formats convert the same function with LayerNorm and GELU spelled in ops XNNPACK
-  runs in int8 (export/graph.py); the fine-tuned formats run a tfmot step first
+  runs in int8 (export/graph.py; docs/benchmarks.md has the partition counts and latency
+  against the Keras graph); the fine-tuned formats run a tfmot step first
   (export/optimize.py).
 - quantize: None (float32), "float16" (float16 weights, float32 compute), "dynamic_range"
   (int8 weights, activations quantized on the fly; the converter leaves weight tensors of
@@ -121,11 +122,6 @@ MODES = {
     "int8": dict(
         description="full-integer int8 post-training quantization (integer-friendly graph)",
         prepare=integer_friendly_graph, fine_tunes=False, quantize="full_integer",
-        max_logit_diff=0.35, min_agreement=0.95,
-    ),
-    "int8_keras_graph": dict(
-        description="full-integer int8 of the graph as Keras lowers it",
-        prepare=keras_graph, fine_tunes=False, quantize="full_integer",
         max_logit_diff=0.35, min_agreement=0.95,
     ),
     # The fine-tuned formats are held to the fine-tuned model they were converted from:

@@ -3,7 +3,8 @@
 One tiny Mixer (tests/helpers.py TINY, 8x8 digits, patch 4) is trained once per module
 through training.data.make_dataset and exported once to every default format; the tests
 read that report and the files. Bounds are export/modes.py's, stated there per format;
-accuracy is on the digits test split (364 images, so 1 point is ~3.6 images).
+accuracy is on the digits test split (364 images, so 1 point is ~3.6 images). The 'before'
+of the integer-friendly graph is the benchmark's row (benchmarks/tflite_latency.py).
 """
 
 import json
@@ -24,9 +25,10 @@ from export.settings import ExportSettings
 from helpers import TINY, program, run_bounded
 from keras_mixer import MlpMixer, gelu_tanh, storage
 
-FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "qat_int8"]
+FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "qat_int8"]
 TFLITE_FORMATS = FORMATS[1:]
 NUM_LAYER_NORMS = 2 * TINY["num_blocks"] + 1
+BASELINE = "int8_keras_graph"
 
 
 def _arrays(dataset):
@@ -71,6 +73,23 @@ def digits_test(run_dir):
     return _arrays(make_dataset(config, "test", training=False, batch_size=256))
 
 
+@pytest.fixture(scope="module")
+def baseline(run_dir, digits_test):
+    """`(tflite bytes, measurements)` of the benchmark's int8 of the graph as Keras lowers it,
+    calibrated and measured as the export's int8 is."""
+    from benchmarks import tflite_latency
+    from training.data import make_dataset
+
+    model = inputs.load_model(str(run_dir))
+    config = json.loads((run_dir / "config.json").read_text())
+    calibration = _arrays(make_dataset(config, "train", training=False, batch_size=256))[0]
+    tflite = tflite_latency.convert_baseline(model, BASELINE, calibration[:300])
+    images, labels = digits_test
+    measured = evaluate.evaluate_tflite(tflite, images, labels, model.predict(images, verbose=0),
+                                        latency_runs=2)
+    return tflite, measured
+
+
 def test_every_format_is_written_with_report_and_labels(exported):
     out_dir, report = exported
     for name in TFLITE_FORMATS:
@@ -94,6 +113,17 @@ def test_litert_model_is_held_to_its_bounds_against_keras(exported, name):
     assert result["relative_max_logit_diff"] <= MODES[name]["max_logit_diff"], result
     assert result["agreement"] >= MODES[name]["min_agreement"], result
     assert result["within_bounds"]
+
+
+def test_benchmark_baseline_is_held_to_int8_bounds_with_builtin_ops(baseline):
+    from benchmarks.tflite_latency import BASELINES
+
+    tflite, result = baseline
+    assert result["relative_max_logit_diff"] <= BASELINES[BASELINE]["max_logit_diff"], result
+    assert result["agreement"] >= BASELINES[BASELINE]["min_agreement"], result
+    ops = evaluate.op_names(tflite)
+    assert set(ops) <= evaluate.BUILTIN_OPS
+    assert result["op_counts"] == {op: ops.count(op) for op in set(ops)}
 
 
 def test_float_formats_match_keras_closely(exported):
@@ -139,17 +169,19 @@ def test_integer_models_are_integer_end_to_end(exported):
         assert set(formats[name]["op_counts"]) == {
             "ADD", "CONV_2D", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT",
             "SUB", "TRANSPOSE"}
-    # The graph as Keras lowers it keeps a float NEG per LayerNorm.
-    baseline = formats["int8_keras_graph"]
-    assert baseline["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
 
 
-def test_integer_friendly_graph_cuts_xnnpack_partitions(exported):
+def test_keras_graph_keeps_a_float_neg_per_layer_norm(baseline):
+    # The benchmark's before: the graph as Keras lowers it, in full int8.
+    assert baseline[1]["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
+
+
+def test_integer_friendly_graph_cuts_xnnpack_partitions(exported, baseline):
     formats = exported[1]["formats"]
     assert formats["fp32"]["delegated_partitions"] == 1
     # Only int8 RSQRT (one per LayerNorm) stays outside XNNPACK: LayerNorms + 1 partitions.
     assert formats["int8"]["delegated_partitions"] == NUM_LAYER_NORMS + 1
-    before, after = formats["int8_keras_graph"], formats["int8"]
+    before, after = baseline[1], formats["int8"]
     assert before["delegated_partitions"] > after["delegated_partitions"]
 
 
