@@ -9,7 +9,9 @@ pipeline the model was trained on.
 """
 
 import dataclasses
+import io
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -69,9 +71,30 @@ def load_model(source):
 
 
 def _why_unloadable(path, error):
+    content = storage.read_bytes(path)  # only once Keras has failed: the file is suspect
+    damage = _zip_damage(content)
+    if damage:
+        return (f"{path!r} is corrupt ({damage}, {len(content)} bytes): a .keras file is a zip "
+                f"archive, and this one is truncated or was never one. Expected "
+                f"{EXPECTED_MODEL}; save the model again or rerun the training that wrote it.")
     message = " ".join(str(error).split())
+    if "Could not locate class" in message:
+        return (f"Keras could not locate the model class in {path!r} ({message[:160]}...). Run "
+                "`import keras_mixer` before keras.models.load_model, so that Keras knows "
+                "MlpMixer; if it still fails, the file was saved by another version of "
+                "keras_mixer or holds another model.")
     return (f"Could not load {path!r} as a Keras model ({type(error).__name__}: "
             f"{message[:300]}). Expected {EXPECTED_MODEL}.")
+
+
+def _zip_damage(content):
+    """What is wrong with `content` as a zip archive, or None when it reads as one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, EOFError):
+        return "not a zip archive"
+    return None if bad_member is None else f"{bad_member} fails its checksum"
 
 
 def load_run(source, config=None):

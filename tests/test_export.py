@@ -9,8 +9,10 @@ of the integer-friendly graph is the benchmark's row (benchmarks/tflite_latency.
 
 import json
 import os
+import re
 import signal
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -387,9 +389,62 @@ def test_not_a_mixer_is_a_clear_error(tmp_path):
         convert(str(tmp_path / "other.keras"), str(tmp_path / "out"))
     with pytest.raises(TypeError, match="not a keras_mixer.MlpMixer"):
         convert(other, str(tmp_path / "out"))
-    (tmp_path / "broken.keras").write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="Could not load"):
-        convert(str(tmp_path / "broken.keras"), str(tmp_path / "out"))
+
+
+def test_corrupt_keras_file_is_reported_as_corrupt(run_dir, tmp_path, capsys):
+    saved = (run_dir / "model.keras").read_bytes()
+    files = {"broken.keras": b"not a zip file", "truncated.keras": saved[:len(saved) // 2],
+             "empty.keras": b""}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}' is corrupt \(not a zip archive"):
+            convert(str(tmp_path / name), str(tmp_path / "out"))
+    code = cli.convert_main([str(tmp_path / "broken.keras"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: '{tmp_path / 'broken.keras'}' is corrupt")
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def _with_model_class(source, target, class_name):
+    """A copy of the `.keras` file `source` whose model class is recorded as `class_name`."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as copy:
+        for item in archive.infolist():
+            content = archive.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(content)
+                config.update(class_name=class_name, registered_name=f"keras_mixer>{class_name}")
+                content = json.dumps(config)
+            copy.writestr(item, content)
+
+
+def test_unknown_model_class_says_to_import_keras_mixer(run_dir, tmp_path):
+    _with_model_class(run_dir / "model.keras", tmp_path / "renamed.keras", "MlpMixerRenamed")
+    with pytest.raises(ValueError, match="could not locate the model class in .*renamed.keras"
+                                         ".*MlpMixerRenamed.*`import keras_mixer` before "
+                                         "keras.models.load_model"):
+        inputs.load_model(str(tmp_path / "renamed.keras"))
+
+
+def test_predict_says_in_one_line_what_is_wrong(exported, run_dir, digits_test, tmp_path,
+                                                capsys):
+    model = exported[0] / "fp32.tflite"
+    image = _png(tmp_path / "digit.png", digits_test[0][0])
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    (tmp_path / "truncated.tflite").write_bytes(model.read_bytes()[:model.stat().st_size // 2])
+    cases = [
+        (model, tmp_path / "notes.png", "notes.png", "is not an image Pillow can read"),
+        (tmp_path / "empty.tflite", image, "empty.tflite", r"is empty \(0 bytes\): expected a "),
+        (tmp_path / "truncated.tflite", image, "truncated.tflite",
+         r"is not a LiteRT model .*truncated.*: expected a \.tflite file"),
+        (run_dir / "model.keras", image, "model.keras", r"is a zip archive \(a Keras \.keras"),
+    ]
+    for model_path, image_path, named, message in cases:
+        assert cli.predict_main([str(model_path), str(image_path)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.count("\n") == 1, error
+        assert named in error and re.search(message, error), error
 
 
 @pytest.mark.parametrize("images, message", [
