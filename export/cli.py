@@ -1,7 +1,9 @@
 """The command lines `python -m export.convert` and `python -m export.predict`: thin layers
 over `export.convert.convert` and `export.predict.predict`.
 
-A mistake of the user's (a missing or corrupt file, a bad setting, a
+Each sets up the console (training.console) before TensorFlow or LiteRT is imported, so that
+their native log lines are dropped unless `--verbose`; this module therefore imports them
+inside the functions. A mistake of the user's (a missing or corrupt file, a bad setting, a
 dataset that is not there) is one line, `error: ...`, and exit code 2; a quantized model
 outside `--max-accuracy-drop` prints the report and exits 1.
 """
@@ -11,6 +13,7 @@ import sys
 
 from export.modes import DEFAULT_FORMATS, MODES, SAVED_MODEL
 from export.settings import ExportSettings
+from training import console
 
 # What a user can fix: missing, corrupt or unwritable paths (OSError, keras_mixer's
 # StorageError), bad settings, configs and data (ValueError), a missing package (ImportError),
@@ -22,6 +25,11 @@ DEFAULTS = ExportSettings()
 def _error(error):
     print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
     return 2
+
+
+def _verbose(parser):
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's and LiteRT's native log lines")
 
 
 def convert_parser():
@@ -50,12 +58,14 @@ def convert_parser():
     parser.add_argument("--target-sparsity", type=float, default=DEFAULTS.target_sparsity)
     parser.add_argument("--clusters", type=int, default=DEFAULTS.number_of_clusters,
                         help="weight clusters per kernel")
+    _verbose(parser)
     return parser
 
 
 def convert_main(argv=None):
     """`python -m export.convert SOURCE --out DIR ...`; returns the exit code."""
     args = convert_parser().parse_args(argv)
+    console.configure(args.verbose)
     from export import convert
     from export.report import markdown_report
 
@@ -89,12 +99,14 @@ def predict_parser():
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--labels", help="labels file (default: labels.txt beside the model)")
     parser.add_argument("--top", type=int, default=5)
+    _verbose(parser)
     return parser
 
 
 def predict_main(argv=None):
     """`python -m export.predict MODEL IMAGE ...`; returns the exit code."""
     args = predict_parser().parse_args(argv)
+    console.configure(args.verbose)
     from export import predict
 
     try:

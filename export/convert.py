@@ -16,7 +16,7 @@ killed export leaves no half-written file, and the rerun clears what a killed on
 
 import sys
 
-if __name__ == "__main__":  # python -m export.convert: export/cli.py
+if __name__ == "__main__":  # the command line sets up logging before TensorFlow is imported
     from export import cli
 
     sys.exit(cli.convert_main())

@@ -20,7 +20,7 @@ place is a ValueError naming the path and what was expected.
 
 import sys
 
-if __name__ == "__main__":  # python -m export.predict: export/cli.py
+if __name__ == "__main__":  # the command line sets up logging before LiteRT is imported
     from export import cli
 
     sys.exit(cli.predict_main())

@@ -31,6 +31,12 @@ FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "qat_int8"]
 TFLITE_FORMATS = FORMATS[1:]
 NUM_LAYER_NORMS = 2 * TINY["num_blocks"] + 1
 BASELINE = "int8_keras_graph"
+# absl's native log prefix (I0000 00:00:...), as training/console.py drops it.
+NATIVE_LOG_LINE = re.compile(r"^[IWE]\d{4} ", re.MULTILINE)
+XNNPACK_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate"
+# In-process command lines keep TensorFlow's logs: the quiet console rewires file descriptor
+# 2, which pytest owns here. test_command_lines_are_quiet_unless_verbose runs them quiet.
+IN_PROCESS = ["--verbose"]
 
 
 def _arrays(dataset):
@@ -277,7 +283,7 @@ def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, c
         assert all(len(top) == 3 and top[0][1] >= top[1][1] for top in results)
         predicted = [top[0][0] for top in results]
         assert np.mean([p == str(label) for p, label in zip(predicted, labels[:20])]) >= 0.9
-    code = cli.predict_main([str(out_dir / "int8.tflite"), paths[0], "--top", "1"])
+    code = cli.predict_main([str(out_dir / "int8.tflite"), paths[0], "--top", "1", *IN_PROCESS])
     assert code == 0
     assert capsys.readouterr().out.startswith(f"{paths[0]}: {labels[0]} ")
 
@@ -285,15 +291,16 @@ def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, c
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
     code = cli.convert_main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
-                             "--eval-samples", "50"])
+                             "--eval-samples", "50", *IN_PROCESS])
     assert code == 0
     assert (out_dir / "fp32.tflite").is_file() and (out_dir / "report.json").is_file()
     output = capsys.readouterr().out
     assert "| fp32 |" in output and "Wrote fp32.tflite, labels.txt" in output
-    assert cli.convert_main([str(tmp_path / "missing"), "--out", str(out_dir)]) == 2
+    assert cli.convert_main([str(tmp_path / "missing"), "--out", str(out_dir), *IN_PROCESS]) == 2
     assert "No model at" in capsys.readouterr().err
     budget = ["--formats", "dynamic_int8", "--eval-samples", "50", "--max-accuracy-drop", "-1"]
-    assert cli.convert_main([str(run_dir), "--out", str(tmp_path / "budget"), *budget]) == 1
+    assert cli.convert_main([str(run_dir), "--out", str(tmp_path / "budget"), *budget,
+                             *IN_PROCESS]) == 1
     captured = capsys.readouterr()
     assert "FAILED: Quantized models outside the accuracy budget" in captured.err
     assert "| dynamic_int8 |" in captured.out  # the report, printed all the same
@@ -338,7 +345,7 @@ def test_remote_source_and_output_go_through_storage(run_dir, tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []  # nothing was written under the working directory
 
 
-# ----------------------------------------------------------------------------- kills
+# ----------------------------------------------------------------------------- kills, logs
 
 
 @pytest.fixture(scope="module")
@@ -350,8 +357,9 @@ def killed_then_rerun(run_dir, tmp_path_factory):
     temp.mkdir()
     arguments = [str(run_dir), "--out", str(out), "--formats", "fp32", "fp16",
                  "--eval-samples", "50"]
-    # TMPDIR: the scratch folders land where the test sees them.
-    env = {"TMPDIR": str(temp)}
+    # TMPDIR: the scratch folders land where the test sees them. TF_CPP_MIN_LOG_LEVEL=0:
+    # only the console's filter stands between TensorFlow's native logs and the output.
+    env = {"TMPDIR": str(temp), "TF_CPP_MIN_LOG_LEVEL": "0"}
     left = {}
     for point in ("converter", "rename"):
         code, output = run_bounded(program("export_killed", point, *arguments), env=env)
@@ -371,6 +379,27 @@ def test_killed_export_leaves_nothing_behind_once_rerun(killed_then_rerun):
     assert not [name for name in os.listdir(out) if ".partial-" in name]
     assert not [name for name in os.listdir(temp) if name.startswith(storage.SCRATCH_PREFIX)]
     assert {"fp32.tflite", "fp16.tflite", "labels.txt", "report.json"} <= set(os.listdir(out))
+
+
+def test_command_lines_are_quiet_unless_verbose(killed_then_rerun, digits_test, tmp_path):
+    out, _, _, _, output = killed_then_rerun
+    assert "| fp16 |" in output and "Wrote fp32.tflite, fp16.tflite, labels.txt" in output
+    assert not NATIVE_LOG_LINE.search(output) and XNNPACK_LINE not in output, output
+    image = _png(tmp_path / "digit.png", digits_test[0][0])
+    command = [sys.executable, "-m", "export.predict", str(out / "fp32.tflite"), image]
+    code, quiet = run_bounded(command, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert code == 0 and f"{image}: " in quiet, quiet
+    assert not NATIVE_LOG_LINE.search(quiet) and XNNPACK_LINE not in quiet, quiet
+    code, verbose = run_bounded([*command, "--verbose"], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert code == 0 and XNNPACK_LINE in verbose, verbose  # what the quiet run dropped
+
+
+def test_command_line_module_imports_no_tensorflow():
+    # The console must be set up before TensorFlow loads, so the parsers import nothing heavy.
+    code, output = run_bounded([sys.executable, "-c", "import sys, export.cli; "
+                                "print(sorted({'tensorflow', 'keras', 'ai_edge_litert'} "
+                                "& set(sys.modules)))"], timeout=60)
+    assert code == 0 and output.strip() == "[]", output
 
 
 # ----------------------------------------------------------------------------- faults
@@ -399,7 +428,8 @@ def test_corrupt_keras_file_is_reported_as_corrupt(run_dir, tmp_path, capsys):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError, match=rf"{name}' is corrupt \(not a zip archive"):
             convert(str(tmp_path / name), str(tmp_path / "out"))
-    code = cli.convert_main([str(tmp_path / "broken.keras"), "--out", str(tmp_path / "out")])
+    code = cli.convert_main([str(tmp_path / "broken.keras"), "--out", str(tmp_path / "out"),
+                             *IN_PROCESS])
     assert code == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: '{tmp_path / 'broken.keras'}' is corrupt")
@@ -441,7 +471,7 @@ def test_predict_says_in_one_line_what_is_wrong(exported, run_dir, digits_test, 
         (run_dir / "model.keras", image, "model.keras", r"is a zip archive \(a Keras \.keras"),
     ]
     for model_path, image_path, named, message in cases:
-        assert cli.predict_main([str(model_path), str(image_path)]) == 2
+        assert cli.predict_main([str(model_path), str(image_path), *IN_PROCESS]) == 2
         error = capsys.readouterr().err
         assert error.startswith("error: ") and error.count("\n") == 1, error
         assert named in error and re.search(message, error), error
