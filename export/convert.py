@@ -225,9 +225,16 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
 
 
 def _class_names(run, data_names):
-    """The names of the model's outputs, for labels.txt: the data source's, else the class
-    indices."""
-    return data_names or [str(i) for i in range(run.model.num_classes)]
+    """The names of the model's outputs, for labels.txt: the run's class list, else the data
+    source's, else the class indices."""
+    names = data_names or run.class_names or [str(i) for i in range(run.model.num_classes)]
+    if len(names) != run.model.num_classes:
+        raise ValueError(
+            f"The run names {len(names)} classes ({', '.join(names[:5])}, ...) but the model "
+            f"has {run.model.num_classes} outputs, so labels.txt would misname them. Export "
+            "the model with the run directory (and config) that trained it."
+        )
+    return names
 
 
 def _new_report(source_name, model, data, keras_logits, settings):

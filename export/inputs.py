@@ -5,7 +5,8 @@ SOURCE is a training run directory (training/run_dir.py: `model.keras`, `config.
 given), or a keras_mixer.MlpMixer in memory; paths may be local or remote (`gs://`,
 `ram://`). The run config names the dataset: calibration images come from its training
 split and evaluation images from its test split, both through `training.data`, the
-pipeline the model was trained on.
+pipeline the model was trained on, with the run's class list (`run_info.json`) fixing the
+class index of every split and of `labels.txt`.
 """
 
 import dataclasses
@@ -29,10 +30,12 @@ EXPECTED_MODEL = ("a .keras file saved from a keras_mixer.MlpMixer (model.save('
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """A model to export and its run config (None without one)."""
+    """A model to export and what its run recorded: config (None without one) and class names
+    (None when the run recorded none)."""
 
     model: MlpMixer
     config: dict | None
+    class_names: list | None
 
 
 def model_path(source):
@@ -98,7 +101,8 @@ def _zip_damage(content):
 
 
 def load_run(source, config=None):
-    """The model of `source` with its run config (completed with training's defaults).
+    """The model of `source` with its run config (completed with training's defaults) and the
+    run's class names.
 
     Args:
         source: a run directory, a `.keras` file (local or remote), or an MlpMixer.
@@ -106,7 +110,7 @@ def load_run(source, config=None):
 
     Example:
     >>> run = load_run("runs/digits")
-    >>> run.config["dataset"]
+    >>> run.config["dataset"], run.class_names
     """
     model = load_model(source)
     directory = None if isinstance(source, keras.Model) else storage.dirname(model_path(source))
@@ -116,7 +120,8 @@ def load_run(source, config=None):
         config = config_lib.check(config)
     elif directory is not None:
         config = run_dir.read_config(directory)
-    return Run(model, config)
+    class_names = run_dir.read_class_names(directory) if directory is not None else None
+    return Run(model, config, class_names)
 
 
 def _read_config(path):
@@ -128,14 +133,17 @@ def _read_config(path):
         raise ValueError(f"{path!r} is not a run config.json ({error}).") from None
 
 
-def open_run_data(config):
+def open_run_data(config, class_names=None):
     """The run's data, opened once per export: `(class names, make_dataset)`.
 
-    `make_dataset(config, split, *, training, batch_size)` is training's pipeline.
+    `class_names` (the run's) fixes the class index of every split; without it the data
+    source's own order is used. `make_dataset(config, split, *, training, batch_size)` is
+    training's pipeline over that one source.
     """
     from training import data  # export depends on training for its data only
 
-    return [str(name) for name in data.class_names(config)], data.make_dataset
+    names = class_names or data.class_names(config)
+    return [str(name) for name in names], data.make_dataset
 
 
 def run_datasets(run, source_name):
@@ -152,7 +160,7 @@ def run_datasets(run, source_name):
             )
 
         return None, dataset
-    names, make_dataset = open_run_data(run.config)
+    names, make_dataset = open_run_data(run.config, run.class_names)
 
     def dataset(split_key, *, training, batch_size):
         config = run.config

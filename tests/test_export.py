@@ -288,6 +288,27 @@ def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, c
     assert capsys.readouterr().out.startswith(f"{paths[0]}: {labels[0]} ")
 
 
+def test_labels_come_from_the_run_class_list(run_dir, digits_test, tmp_path):
+    from export import predict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "config.json"):
+        (run / name).write_bytes((run_dir / name).read_bytes())
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    (run / "run_info.json").write_text(json.dumps({"class_names": names}))
+    convert(str(run), str(tmp_path / "out"), ["fp32"], eval_samples=50, latency_runs=2)
+    assert (tmp_path / "out" / "labels.txt").read_text().split() == names
+    image = digits_test[0][:1]
+    [[(top, _)]] = predict.predict(str(tmp_path / "out" / "fp32.tflite"),
+                                   [_png(tmp_path / "digit.png", image[0])], top=1)
+    model = inputs.load_model(str(run_dir))
+    assert top == names[int(model.predict(image, verbose=0).argmax())]
+    (run / "run_info.json").write_text(json.dumps({"class_names": names[:9]}))
+    with pytest.raises(ValueError, match="names 9 classes .* has 10 outputs"):
+        convert(str(run), str(tmp_path / "out9"), ["fp32"], eval_samples=50)
+
+
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
     code = cli.convert_main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
