@@ -83,9 +83,9 @@ def mlp_block(layers, x, mlp_dim, dropout_rate, name):
     The GELU computes in float32 whatever the dtype policy (a no-op under "float32").
     Under "mixed_bfloat16" it would otherwise run as about eight separate elementwise
     kernels on the block's widest tensor, and TensorFlow's CPU kernels for bfloat16 are not
-    vectorized: measured on a Sapphire Rapids CPU, the float32 GELU makes S/16 bfloat16
-    inference 39% and training 10-13% faster (docs/benchmarks.md, "Slow path"). Under XLA
-    (TPU, GPU) the casts fuse into the GELU's own fusion, and float32 is the more accurate.
+    vectorized, so the float32 GELU is the faster one on CPU (measured in docs/benchmarks.md,
+    "Slow path"). Under XLA (TPU, GPU) the casts fuse into the GELU's own fusion, and float32
+    is the more accurate.
     """
     output_dim = x.shape[-1]
     x = layers.Dense(mlp_dim, name=f"{name}_dense_0")(x)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny Mixer config (not a paper variant) and quiet, seeded TensorFlow."""
+"""Shared fixtures: the tiny Mixer config (tests/helpers.py), the digits, seeded TensorFlow."""
 
 import os
 
@@ -8,12 +8,22 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
+from helpers import TINY  # noqa: E402
 
 
 @pytest.fixture
 def tiny_config():
     return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A tfds data_dir with the digits prepared once (from scikit-learn's copy: no network)."""
+    from training import config, data
+
+    path = str(tmp_path_factory.mktemp("tfds"))
+    data.open_source(config.check({"dataset": "sklearn_digits", "data_dir": path}))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,19 @@ PROGRAMS = os.path.join(REPO, "tests", "programs")
 # A tiny Mixer (not a paper variant): 4x4 patches, 2 blocks.
 TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
 SUBPROCESS_TIMEOUT_S = 300
+# What a test subprocess sees: the repository and tests/ (for helpers) importable, TF quiet.
+ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONPATH": os.pathsep.join([REPO, os.path.join(REPO, "tests")]),
+}
+
+
+def start(args, env=None, **kwargs):
+    """subprocess.Popen from the repository root with ENV; stdout and stderr together."""
+    return subprocess.Popen(
+        args, cwd=REPO, env={**os.environ, **ENV, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, **kwargs,
+    )
 
 
 def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
@@ -19,11 +32,7 @@ def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
 
     A TF worker whose peer never starts waits forever and ignores SIGTERM.
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, **(env or {})}
-    process = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        **kwargs,
-    )
+    process = start(args, env, **kwargs)
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -68,3 +77,14 @@ def write_image_folder(root, layout, size=(8, 8), seed=0, extension="png"):
                 Image.fromarray(pixels).save(path)
                 written.setdefault(split, []).append((path, class_name))
     return written
+
+
+def digits_config(data_dir, **overrides):
+    """The digits recipe with the tiny model on the 8x8 images, integer labels, no shifts."""
+    from training import recipes
+
+    settings = dict(
+        data_dir=data_dir, model=dict(TINY), jit_compile=False, image_size=8,
+        label_smoothing=0.0, random_shift=0,
+    )
+    return recipes.get_recipe("digits", **{**settings, **overrides})

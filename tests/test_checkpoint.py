@@ -2,6 +2,7 @@
 
 import os
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from keras_mixer import VARIANTS, load_official_checkpoint
 from keras_mixer.checkpoint import CheckpointError, keras_to_official, official_to_keras
 from reference import mixer_forward, random_official_params
 
-TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
+from helpers import TINY
 # Float32 Keras against a float64 reference: measured ~2e-7 on the tiny model and ~3e-6 on S/32
 # (logits of magnitude ~2), so 1e-5 relative to the logit scale is float32 round-off level.
 TOLERANCE = 1e-5
@@ -158,3 +159,72 @@ def test_not_a_mixer_checkpoint(tmp_path):
     path = write_checkpoint(tmp_path, {"conv1/kernel": np.zeros((3, 3, 3, 8), "float32")}, "resnet.npz")
     with pytest.raises(CheckpointError, match="has no 'stem/kernel'"):
         load_official_checkpoint(path)
+
+
+def test_directory_is_named_as_a_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="is a directory, not an .npz file"):
+        load_official_checkpoint(os.fspath(tmp_path))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_values_are_counted_and_named(tmp_path, tiny_checkpoint, value):
+    _, params = tiny_checkpoint
+    scale = params["MixerBlock_1/LayerNorm_0/scale"].copy()
+    scale[[2, 5]] = value
+    path = write_checkpoint(tmp_path, {**params, "MixerBlock_1/LayerNorm_0/scale": scale}, "nan.npz")
+    message = r"'MixerBlock_1/LayerNorm_0/scale' has 2 non-finite values .* damaged.*Download it again"
+    with pytest.raises(CheckpointError, match=message):
+        load_official_checkpoint(path, variant=TINY)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.arange(16), np.ones(16, bool), np.array(["x"] * 16), np.array([b"x"] * 16)],
+    ids=lambda array: str(array.dtype),
+)
+def test_non_float_array_is_named_with_its_dtype(tmp_path, tiny_checkpoint, array):
+    _, params = tiny_checkpoint
+    path = write_checkpoint(tmp_path, {**params, "stem/bias": array}, "dtype.npz")
+    message = re.escape(f"'stem/bias' has dtype {array.dtype}, not floating point")
+    with pytest.raises(CheckpointError, match=message):
+        load_official_checkpoint(path, variant=TINY)
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "flipped dtype", "truncated"])
+def test_corrupt_archive_says_download_again(tmp_path, damage):
+    # A 1000-class head is a member larger than zipfile's 4 KiB read-ahead, so its CRC is
+    # checked only once it is read to its end.
+    rng = np.random.default_rng(0)
+    params = random_official_params(rng, **TINY, num_patches=16, num_classes=1000)
+    path = write_checkpoint(tmp_path, params)
+    data = bytearray(open(path, "rb").read())
+    # np.savez stores members uncompressed: the array bytes and .npy headers are in the file.
+    if damage == "flipped byte":
+        data[data.find(params["head/kernel"].tobytes()) + 100] ^= 0xFF
+    elif damage == "flipped dtype":  # '<f4' becomes '<i4': corruption, not a wrong dtype
+        header = data.find(b"'descr': '<f4'", data.find(b"head/kernel.npy"))
+        data[header + len(b"'descr': '<")] = ord("i")
+    else:
+        del data[len(data) // 2 :]
+    open(path, "wb").write(data)
+    if damage != "truncated":
+        with zipfile.ZipFile(path) as archive:
+            assert archive.testzip() is not None  # a member fails its CRC
+    with pytest.raises(CheckpointError, match="is corrupt.*Download it again"):
+        load_official_checkpoint(path, variant=TINY)
+
+
+def test_other_zip_is_not_an_npz(tmp_path):
+    path = os.fspath(tmp_path / "model.keras")  # .keras files are zips too
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+    with pytest.raises(CheckpointError, match="holds 'config.json', which is not a .npy array"):
+        load_official_checkpoint(path)
+
+
+@pytest.mark.parametrize("num_classes", [0, -1, 2.0, True])
+def test_num_classes_must_be_a_positive_int_before_reading(tmp_path, num_classes):
+    # The file does not exist: the argument is checked before anything is read.
+    message = re.escape(f"num_classes must be a positive int or None; got {num_classes!r}")
+    with pytest.raises(CheckpointError, match=message):
+        load_official_checkpoint(os.fspath(tmp_path / "nope.npz"), num_classes=num_classes)

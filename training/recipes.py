@@ -1,8 +1,9 @@
 """Training recipes as data: one named dict per experiment, selected with `--recipe NAME`.
 
-A recipe is a complete run config: `training.train.run(get_recipe("digits", epochs=5))`.
-The CLI applies its flags and `--set key=value` on top, and the resolved config is written
-to `RUN_DIR/config.json`, which is all it takes to repeat the run.
+A recipe lists what it changes from the defaults of training/config.py:
+`training.train.run(get_recipe("digits", epochs=5))`. The CLI applies its flags and
+`--set key=value` on top, and the checked config is written to `RUN_DIR/config.json`, which is
+all it takes to repeat the run.
 
 Recipes (command, expected result, cost):
 
@@ -31,63 +32,17 @@ Recipes (command, expected result, cost):
           --set image_size=224
   Hours on one GPU for cifar10; minutes for the digits with `--dataset sklearn_digits`.
 
-Numerics chosen from measurements on a 2-core CPU with AMX (TF 2.21, docs/benchmarks.md):
-`mixed_bfloat16` trains Mixer-S/16 about 1.6x faster than float32 in graph mode; XLA doubles
-the speed of the tiny digits model but helps S/16 only ~15% and slows bfloat16 B/16. Hence the digits recipe trains in
+Numerics chosen from the measurements in docs/benchmarks.md (a 2-core CPU with AMX, TF 2.21):
+`mixed_bfloat16` trains Mixer-S/16 faster than float32 in graph mode; XLA pays on the tiny
+digits model but little on S/16 and not for bfloat16 B/16. Hence the digits recipe trains in
 float32 with XLA, the ImageNet-size recipes in mixed_bfloat16 with `jit_compile="auto"`
 (XLA on TPU and GPU, where it pays, not on CPU).
 """
 
 import copy
 
-# Keys every recipe has; a recipe lists only what it changes.
-BASE = dict(
-    # Data (training/data.py).
-    dataset="sklearn_digits",  # tfds name, or a folder ROOT/<split>/<class>/<image>
-    data_dir=None,  # tfds data_dir (local or gs://); None: ~/tensorflow_datasets
-    train_split="train",
-    test_split="test",
-    image_size=224,  # int or [height, width]
-    num_channels=3,
-    num_classes=None,  # None: the dataset's number of classes
-    shuffle_buffer=10_000,
-    train_crop="resize",  # "resize" or "inception_crop"
-    eval_crop="resize",  # "resize" or "center_crop"
-    random_shift=0,  # translate training images by up to this many pixels
-    random_flip=False,
-    # None or {"num_ops": 2, "magnitude": 15} (magnitude on 0..30, as in the paper).
-    randaugment=None,
-    mixup_alpha=0.0,
-    label_smoothing=0.0,
-    # Model (keras_mixer): a paper variant, with any constructor argument overridden by `model`.
-    variant="S/16",
-    model={},
-    dropout_rate=0.0,
-    stochastic_depth_rate=0.0,
-    init=None,  # official .npz to fine-tune from (a new head is made)
-    # Optimisation.
-    batch_size=4096,  # global: split across replicas
-    epochs=300,
-    optimizer="adam",  # "adam" (AdamW when weight_decay) or "sgd"
-    learning_rate=1e-3,
-    beta_1=0.9,
-    beta_2=0.999,
-    momentum=0.9,
-    weight_decay=0.0,
-    warmup_steps=0,
-    decay="linear",  # "linear" or "cosine", to 0 at the last step
-    clip_global_norm=1.0,
-    # Numerics and placement.
-    dtype_policy="float32",  # or "mixed_bfloat16" (float32 variables and loss)
-    jit_compile="auto",  # True, False, or "auto": XLA on TPU/GPU only
-    steps_per_execution=1,
-    strategy="auto",  # see training/strategy.py
-    tpu=None,
-    # Bookkeeping.
-    seed=0,
-    checkpoint_every_steps=100,  # a preempted run redoes at most this many steps
-    validate_every_epoch=True,
-)
+from training import config as config_lib
+from training.errors import ConfigError
 
 # The paper's pre-training (Section 3, Appendix B); also the base of the i1k recipe.
 PRETRAIN = dict(
@@ -163,7 +118,10 @@ RECIPES = {
 
 
 def get_recipe(name="digits", **overrides):
-    """Returns the full run config of recipe `name`, with `overrides` applied.
+    """Returns the full, checked run config of recipe `name`, with `overrides` applied.
+
+    Every key not in the recipe has its default from training/config.py; an unknown key or
+    a bad value raises ConfigError naming it.
 
     Example:
     >>> config = training.recipes.get_recipe("digits", epochs=5, seed=1)
@@ -171,17 +129,10 @@ def get_recipe(name="digits", **overrides):
     4
     """
     if name not in RECIPES:
-        raise ValueError(
-            f"Unknown recipe {name!r}. Known recipes: {', '.join(RECIPES)} (training/recipes.py)."
+        raise ConfigError(
+            f"unknown recipe {name!r}. Known recipes: {', '.join(RECIPES)} (training/recipes.py)."
         )
-    unknown = sorted(set(overrides) - set(BASE) - {"recipe"})
-    if unknown:
-        raise ValueError(
-            f"Unknown config key(s) {unknown} for recipe {name!r}. "
-            f"Known keys: {', '.join(sorted(BASE))}."
-        )
-    config = copy.deepcopy({**BASE, **RECIPES[name], "recipe": name})
+    recipe = copy.deepcopy(RECIPES[name])
     if overrides.get("variant") and "model" not in overrides:
-        config["model"] = {}  # a named variant replaces the recipe's own architecture
-    config.update(copy.deepcopy(overrides))
-    return config
+        recipe["model"] = {}  # a named variant replaces the recipe's own architecture
+    return config_lib.check({**recipe, **copy.deepcopy(overrides), "recipe": name})

@@ -1,0 +1,31 @@
+"""One worker of a two-process MultiWorkerMirroredStrategy run (TF_CONFIG set by the test).
+
+    python tests/programs/worker.py DATA_DIR RUN_DIR WEIGHTS.npz
+
+steps_per_execution=2 over 5 steps per epoch. Saves this worker's final weights.
+"""
+
+import sys
+
+import numpy as np
+
+from helpers import TINY
+from training import loop, recipes, train
+
+data_dir, run_dir, weights_path = sys.argv[1:4]
+fit = loop.fit
+
+
+def fit_and_save(model, *args, **kwargs):
+    history = fit(model, *args, **kwargs)
+    np.savez(weights_path, *[np.asarray(w) for w in model.get_weights()])
+    return history
+
+
+loop.fit = fit_and_save
+config = recipes.get_recipe(
+    "digits", data_dir=data_dir, model=TINY, epochs=1, batch_size=256, jit_compile=False,
+    warmup_steps=2, dropout_rate=0.0, image_size=8, label_smoothing=0.0, random_shift=0,
+    steps_per_execution=2,
+)
+train.run(config, run_dir, verbose=2)

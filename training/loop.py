@@ -1,0 +1,287 @@
+"""One training run: `run(config, run_dir)` checks everything, then one `model.fit`, then the results.
+
+Preemption: the data position is the optimizer's step counter. Epoch `e` reads a stream
+that is a pure function of `(seed, e)` (training/data.py); a restarted run loads `backup/`
+(training/checkpointing.py) and starts the stream at its step, so it redoes at most
+`checkpoint_every_steps` steps and, with the same seed, ends with the same weights as an
+uninterrupted run. The run directory's files are listed in training/run_dir.py.
+"""
+
+import logging
+import math
+import os
+
+import keras
+import tensorflow as tf
+
+from keras_mixer import MlpMixer, load_official_checkpoint, storage
+from keras_mixer.mlp_mixer import patch_grid
+from training import config as config_lib
+from training import data as data_lib
+from training import results, workarounds
+from training import run_dir as run_dir_lib
+from training import strategy as strategy_lib
+from training.checkpointing import CHECKPOINT, StepBackup
+from training.errors import ConfigError
+from training.optimization import make_loss_and_metrics, make_optimizer, uses_dense_labels
+from training.steps import EpochSteps
+
+log = logging.getLogger("training")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
+    """Trains as `config` says and returns the run directory (training/run_dir.py).
+
+    Args:
+        config: dict. A run config, e.g. `training.recipes.get_recipe("digits", epochs=5)`;
+            checked (training/config.py) before anything is written.
+        run_dir: str. Where to write, local or remote (gs://); defaults to `runs/<recipe>`.
+            A directory holding a checkpoint of the same run resumes from it.
+        strategy: tf.distribute.Strategy. Defaults to what training/strategy.py picks.
+        verbose: Keras fit verbosity ("auto": progress bar).
+        callbacks: extra Keras callbacks for `fit`.
+
+    Example:
+    >>> run_dir = training.train.run(training.recipes.get_recipe("digits"), "runs/digits")
+    """
+    config = config_lib.check(config)
+    run_dir = os.fspath(run_dir or os.path.join("runs", config.get("recipe") or "run"))
+    if storage.exists(run_dir) and not storage.isdir(run_dir):
+        raise ConfigError(f"--run-dir {run_dir!r} is a file: choose a folder for the run.")
+    strategy = strategy or strategy_lib.get_strategy(
+        config["strategy"], config["tpu"], connect_timeout_s=config["cluster_connect_timeout_s"]
+    )
+    chief = strategy_lib.is_chief(strategy)
+    resuming = storage.exists(storage.join(run_dir, run_dir_lib.BACKUP, CHECKPOINT))
+    previous = run_dir_lib.read_info(run_dir) if resuming else None
+    # A resumed run keeps its class index even if folders were added since.
+    source = data_lib.open_source(config, class_names=previous and previous["class_names"])
+    info = describe(config, source, strategy)
+    if chief:
+        if resuming:
+            check_same_run(run_dir, config, info)
+        storage.check_writable(run_dir, "--run-dir")
+        storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
+        storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
+
+    keras.utils.set_random_seed(config["seed"])
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config["dtype_policy"])
+    try:
+        model = compiled_model(config, info, strategy)
+        history = fit(model, strategy, config, info, source, run_dir, chief, verbose, callbacks)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    if chief:
+        results.finish(model, config, info, source, run_dir, history)
+    return run_dir
+
+
+def describe(config, source, strategy):
+    """What the data and the machine decide (run_info.json), after checking that they fit the
+    config: label range, image size vs patch size, batch split, batch vs examples."""
+    class_names = list(source.class_names)
+    num_classes = config["num_classes"] or len(class_names)
+    if len(class_names) > num_classes:
+        raise ConfigError(
+            f"dataset {config['dataset']!r} has labels 0..{len(class_names) - 1} but the model "
+            f"has num_classes={num_classes}: labels would be out of range. Set "
+            f"num_classes >= {len(class_names)} (or leave it unset to take the dataset's)."
+        )
+    try:
+        patch_grid(config["image_size"], config_lib.architecture_of(config)["patch_size"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    replicas, batch_size = strategy.num_replicas_in_sync, config["batch_size"]
+    if batch_size % replicas:
+        raise ConfigError(
+            f"batch_size={batch_size} does not split evenly across {replicas} replicas. Use a "
+            f"multiple of {replicas}, e.g. {max(1, round(batch_size / replicas)) * replicas}."
+        )
+    train_examples = source.num_examples(config["train_split"])
+    steps_per_epoch = train_examples // batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"batch_size={batch_size} is larger than the {train_examples} training examples of "
+            f"{config['dataset']!r}: lower batch_size."
+        )
+    return {
+        "class_names": class_names,
+        "num_classes": num_classes,
+        "train_examples": train_examples,
+        "test_examples": source.num_examples(config["test_split"]),
+        "skipped_files": list(source.skipped_files),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": steps_per_epoch * config["epochs"],
+        "num_replicas": replicas,
+        "strategy": strategy_lib.strategy_name(strategy),
+    }
+
+
+def check_same_run(run_dir, config, info):
+    """A run directory with a checkpoint resumes only the run that made it, on the same data."""
+    previous = run_dir_lib.read_config(run_dir) or {}
+    changed = sorted(key for key in config if previous.get(key) != config[key])
+    previous_info = run_dir_lib.read_info(run_dir) or {}
+    changed += sorted(
+        key for key in ("class_names", "train_examples") if previous_info.get(key) != info[key]
+    )
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds a checkpoint of a different run (changed: {changed}). Resume with "
+            "the same settings and data, or use a new --run-dir."
+        )
+
+
+def compiled_model(config, info, strategy):
+    with strategy.scope():
+        model = build_model(config, info["num_classes"])
+        loss, metrics = make_loss_and_metrics(config)
+        model.compile(
+            optimizer=make_optimizer(config, info["total_steps"]),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=resolve_jit_compile(config, strategy),
+            steps_per_execution=config["steps_per_execution"],
+        )
+    workarounds.fix_multi_worker_fit(model, strategy, config, info["num_classes"])
+    return model
+
+
+def build_model(config, num_classes):
+    """The Mixer of `config`: from the official checkpoint `init` (new head), or initialised."""
+    architecture = config_lib.architecture_of(config)
+    if config["init"]:
+        return load_official_checkpoint(
+            config["init"],
+            variant=architecture,
+            num_classes=num_classes,
+            image_size=config["image_size"],
+        )
+    return MlpMixer(
+        **architecture,
+        num_classes=num_classes,
+        image_size=config["image_size"],
+        num_channels=config["num_channels"],
+        dropout_rate=config["dropout_rate"],
+        stochastic_depth_rate=config["stochastic_depth_rate"],
+    )
+
+
+def resolve_jit_compile(config, strategy):
+    on_gpu, on_tpu = bool(tf.config.list_logical_devices("GPU")), _on_tpu(strategy)
+    if strategy.num_replicas_in_sync > 1 and not on_gpu and not on_tpu:
+        # "Collectives are not yet implemented for CPU devices when compiling with XLA"
+        # (TF 2.21): several CPU replicas all-reduce outside XLA.
+        if config["jit_compile"] is True:
+            log.warning(
+                "jit_compile=True is not supported for %d CPU replicas; using False.",
+                strategy.num_replicas_in_sync,
+            )
+        return False
+    if config["jit_compile"] != "auto":
+        return config["jit_compile"]
+    return on_tpu or on_gpu
+
+
+def _on_tpu(strategy):
+    return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def distributed_dataset(strategy, config, source, split, one_hot=False, **kwargs):
+    # The function form shards per input pipeline (worker) and batches per replica.
+    def dataset_fn(context):
+        ds = data_lib.make_dataset(config, split, source=source, input_context=context, **kwargs)
+        if one_hot:  # evaluation labels in the form the training loss takes (mixup, smoothing)
+            num_classes = config["num_classes"] or len(source.class_names)
+            ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
+        return ds
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def fit(model, strategy, config, info, source, run_dir, chief, verbose, extra_callbacks):
+    """The one `model.fit` of the run, from wherever the checkpoint left it; the history."""
+    steps_per_epoch, epochs = info["steps_per_epoch"], config["epochs"]
+    backup_dir = storage.join(run_dir, run_dir_lib.BACKUP)
+    backup = StepBackup(backup_dir, config["checkpoint_every_steps"], steps_per_epoch, chief)
+    step = backup.restore(model)
+    first_epoch, start = divmod(step, steps_per_epoch)
+    if step >= info["total_steps"]:
+        return backup.history  # a finished run: its results are written again, the same
+    if step:
+        log.warning(
+            "Resuming %s from step %d (epoch %d, step %d of %d).",
+            run_dir, step, first_epoch + 1, start, steps_per_epoch,
+        )
+    callbacks = [
+        EpochSteps(steps_per_epoch, steps_per_epoch - start),
+        StopOnNonFiniteLoss(backup),
+        backup,
+        *extra_callbacks,
+    ]
+    if chief:
+        logs_dir = storage.join(run_dir, run_dir_lib.LOGS)
+        storage.makedirs(logs_dir)
+        callbacks += [
+            keras.callbacks.TensorBoard(logs_dir, write_graph=False),
+            workarounds.CSVLogger(storage.join(logs_dir, "history.csv"), append=True),
+        ]
+    validation = None
+    if config["validate_every_epoch"]:
+        # Several replicas need equal per-replica batches: evaluation drops the remainder
+        # here; the final metrics.json covers the whole test split.
+        validation = distributed_dataset(
+            strategy, config, source, config["test_split"], training=False,
+            drop_remainder=strategy.num_replicas_in_sync > 1 or _on_tpu(strategy),
+            one_hot=uses_dense_labels(config),
+        )
+        workarounds.fix_mirrored_evaluation_steps(
+            model, strategy, info["test_examples"] // config["batch_size"]
+        )
+    train = distributed_dataset(
+        strategy, config, source, config["train_split"], training=True,
+        epoch=first_epoch, start_step=start, epochs=epochs,
+    )
+    model.fit(
+        train,
+        epochs=epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=verbose if chief else 0,
+        shuffle=False,  # the stream is shuffled by (seed, epoch) in training/data.py
+    )
+    return backup.history
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises NonFiniteLossError naming the step. Keras's TerminateOnNaN stops quietly and
+    reports the batch of the epoch, not the step of the run."""
+
+    def __init__(self, backup):
+        super().__init__()
+        self.backup = backup
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        saved = (
+            f" The last checkpoint before it is in {self.backup.path} (step "
+            f"{self.backup.saved_step})."
+            if storage.exists(self.backup.path)
+            else ""
+        )
+        raise NonFiniteLossError(
+            f"training loss became {float(loss)} at step {step} (batch {batch} of its epoch). "
+            "Lower learning_rate, raise warmup_steps or keep clip_global_norm, and check the "
+            "data and any --init checkpoint for bad values; then train again in a new "
+            f"--run-dir.{saved}"
+        )

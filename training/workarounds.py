@@ -1,0 +1,104 @@
+"""Patches for Keras bugs that training hits, each on one model or callback instance only.
+
+Each names its bug and the Keras version it was written for (`WRITTEN_FOR`, the version
+requirements.txt pins). On a newer Keras they are still applied, with a warning to check
+whether the bug is fixed; the tests that exercise them (tests/test_training.py: the
+multi-worker, mirrored and ram:// runs) fail if a patch is no longer right. Delete a patch
+once its bug is fixed in the pinned Keras.
+"""
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from training import data as data_lib
+from training.optimization import uses_dense_labels
+from training.steps import StepsPerExecution
+
+log = logging.getLogger(__name__)
+
+WRITTEN_FOR = (3, 15)
+
+
+def _check_version(bug):
+    if tuple(int(part) for part in keras.version().split(".")[:2]) > WRITTEN_FOR:
+        log.warning(
+            "training/workarounds.py patches %s, written for Keras %s; this is Keras %s: check "
+            "whether the bug is fixed and delete the patch.",
+            bug,
+            ".".join(map(str, WRITTEN_FOR)),
+            keras.version(),
+        )
+
+
+def fix_multi_worker_fit(model, strategy, config, num_classes):
+    """Makes Keras 3 `fit` work under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    As shipped (Keras 3.15), `fit` (1) builds the loss, metrics and optimizer symbolically
+    from a batch it first reduces across workers, which fails on the PerReplica batch, and
+    (2) reduces the scalar logs with `strategy.reduce("MEAN", v, axis=0)`, which fails on
+    scalars. We (1) build them ourselves from the per-replica batch shape and skip Keras's
+    build, and (2) return each scalar log as shape [1], so that the MEAN along axis 0 is
+    the mean over all replicas, as intended.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    _check_version("keras-team/keras#20585")
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+        setattr(
+            model,
+            name,
+            lambda data, step=step: keras.tree.map_structure(
+                lambda value: tf.reshape(value, [1]) if value.shape.rank == 0 else value, step(data)
+            ),
+        )
+    per_replica = config["batch_size"] // strategy.num_replicas_in_sync
+    height, width = data_lib.image_size(config)
+    images = keras.KerasTensor((per_replica, height, width, config["num_channels"]), "float32")
+    if uses_dense_labels(config):
+        labels = keras.KerasTensor((per_replica, num_classes), "float32")
+    else:
+        labels = keras.KerasTensor((per_replica,), "int32")
+    with strategy.scope():
+        model._symbolic_build(data_batch=(images, labels))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def fix_mirrored_evaluation_steps(model, strategy, validation_steps):
+    """Evaluation with `steps_per_execution` > 1 under (MultiWorker)MirroredStrategy.
+
+    Keras 3.15 runs several steps per call in a `tf.while_loop` with a `tf.cond` around
+    `strategy.run`, which fails under these strategies ("You must feed a value for
+    placeholder tensor", keras-team/keras#19246). Training already runs its steps unrolled
+    (training/steps.py); evaluation gets the same, with a budget of `validation_steps`
+    (several replicas drop remainders, so a pass has exactly that many batches).
+    """
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if model.steps_per_execution == 1 or not isinstance(strategy, mirrored):
+        return
+    _check_version("keras-team/keras#19246")
+    model.test_function = StepsPerExecution(model, model.test_step, validation_steps)
+
+
+class CSVLogger(keras.callbacks.CSVLogger):
+    """keras.callbacks.CSVLogger that also ends on a remote path (gs://, ram://).
+
+    Keras 3.15 opens a remote file through `tf.io.gfile.GFile`, which has no `closed`
+    attribute, and `on_train_end` asks `self.csv_file.closed`: training on a remote run
+    directory dies at its very end with AttributeError. No Keras issue for it was found
+    in the tracker (searched 2026-12); it reproduces with
+    `keras.callbacks.CSVLogger("ram://x.csv")` in any `fit`.
+    """
+
+    def on_train_begin(self, logs=None):
+        _check_version("CSVLogger on GFile (closed)")
+        self.csv_file = None  # a GFile has no `closed`; ours is closed in on_train_end
+        super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        if self.csv_file is not None:
+            self.csv_file.close()
+            self.csv_file = None
+        self.writer = None
