@@ -10,6 +10,7 @@ class index of every split and of `labels.txt`.
 """
 
 import dataclasses
+import functools
 import io
 import os
 import zipfile
@@ -142,8 +143,9 @@ def open_run_data(config, class_names=None):
     """
     from training import data  # export depends on training for its data only
 
-    names = class_names or data.class_names(config)
-    return [str(name) for name in names], data.make_dataset
+    source = data.open_source(config, class_names=class_names)
+    names = class_names or source.class_names
+    return [str(name) for name in names], functools.partial(data.make_dataset, source=source)
 
 
 def run_datasets(run, source_name):

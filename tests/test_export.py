@@ -39,28 +39,30 @@ XNNPACK_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate"
 IN_PROCESS = ["--verbose"]
 
 
-def _arrays(dataset):
+def _split(run_dir, split):
+    """`(images, labels)` of one split of the run's data, through training's pipeline."""
+    from training import data, run_dir as run_dir_lib
+
+    dataset = data.make_dataset(run_dir_lib.read_config(run_dir), split, training=False,
+                                batch_size=256)
     images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
     return np.concatenate(images), np.concatenate(labels)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, data_dir):
     """A training run directory (model.keras + config.json) of a tiny Mixer on the digits."""
-    from training.data import make_dataset
-
     directory = tmp_path_factory.mktemp("run")
-    config = dict(dataset="sklearn_digits", data_dir=str(tmp_path_factory.mktemp("tfds")),
-                  image_size=8, num_channels=1, num_classes=10, batch_size=64, seed=0,
-                  train_split="train", test_split="test")
-    images, labels = _arrays(make_dataset(config, "train", training=False, batch_size=256))
+    config = dict(dataset="sklearn_digits", data_dir=data_dir, image_size=8, num_channels=1,
+                  num_classes=10, batch_size=64, seed=0, train_split="train", test_split="test")
+    (directory / "config.json").write_text(json.dumps(config))
+    images, labels = _split(directory, "train")
     keras.utils.set_random_seed(0)
     model = MlpMixer(**TINY, num_classes=10, image_size=8, num_channels=1)
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images, labels, epochs=30, batch_size=64, verbose=0)
     model.save(directory / "model.keras")
-    (directory / "config.json").write_text(json.dumps(config))
     return directory
 
 
@@ -75,10 +77,7 @@ def exported(run_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits_test(run_dir):
-    from training.data import make_dataset
-
-    config = json.loads((run_dir / "config.json").read_text())
-    return _arrays(make_dataset(config, "test", training=False, batch_size=256))
+    return _split(run_dir, "test")
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +85,10 @@ def baseline(run_dir, digits_test):
     """`(tflite bytes, measurements)` of the benchmark's int8 of the graph as Keras lowers it,
     calibrated and measured as the export's int8 is."""
     from benchmarks import tflite_latency
-    from training.data import make_dataset
 
     model = inputs.load_model(str(run_dir))
-    config = json.loads((run_dir / "config.json").read_text())
-    calibration = _arrays(make_dataset(config, "train", training=False, batch_size=256))[0]
-    tflite = tflite_latency.convert_baseline(model, BASELINE, calibration[:300])
+    calibration = _split(run_dir, "train")[0][:300]
+    tflite = tflite_latency.convert_baseline(model, BASELINE, calibration)
     images, labels = digits_test
     measured = evaluate.evaluate_tflite(tflite, images, labels, model.predict(images, verbose=0),
                                         latency_runs=2)
