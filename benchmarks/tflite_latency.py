@@ -13,6 +13,10 @@ what the converter can fold: with Keras's initial LayerNorm scale 1 and offset 0
 those ops, which a trained model keeps; accuracy is export's report.
 Files already in the cache are reused (conversion of B/16 in every format takes minutes).
 
+The 'before' rows (`BASELINES`, e.g. `int8_keras_graph`) are this benchmark's, not export's
+formats: they are converted with export's public `to_tflite` and measured with its
+`evaluate_tflite`, into the same cache layout.
+
 Latency: `export.evaluate.interpreter` (XNNPACK, as apps ship it) with `num_threads` 1 and
 2, input set through `export.evaluate.quantize_input`; `warmup` untimed `invoke()`s, then
 the median, min and max of `repeats` timed ones. The file size, and from export's report
@@ -26,7 +30,19 @@ import time
 
 from benchmarks import common
 from benchmarks.flops import PEAK_FLOPS_PER_CYCLE, mixer_flops
+from export.modes import MODES, keras_graph
 
+# The 'before' of export's integer-friendly int8 graph, a row like export's own: full-integer
+# int8 of the graph as Keras lowers it, held to int8's bounds. Keras's LayerNorm keeps a
+# float NEG there, and XNNPACK, with no int8 kernel for NEG, SQUARED_DIFFERENCE or GELU,
+# splits the graph around each LayerNorm.
+BASELINES = {
+    "int8_keras_graph": {
+        **MODES["int8"],
+        "description": "full-integer int8 of the graph as Keras lowers it (the before)",
+        "prepare": keras_graph,
+    },
+}
 DEFAULT_FORMATS = ["fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "qat_int8"]
 
 
@@ -60,14 +76,56 @@ def random_mixer(variant, image_size, num_classes, seed=0):
     return model
 
 
+def convert_baseline(model, name, representative_images):
+    """TFLite bytes of `model` in the baseline format `name` (a row of BASELINES), through
+    export's converter and its builtin-ops check."""
+    from export import evaluate
+    from export.convert import to_tflite
+
+    row = BASELINES[name]
+    tflite = to_tflite(row["prepare"](model).model, row, representative_images)
+    evaluate.check_builtin_ops(tflite, name=f"{name}.tflite")
+    return tflite
+
+
+def _convert(model, name, directory, images, labels, fine_tune_steps):
+    """Writes `directory/<name>.tflite` and a `report.json` in export's layout."""
+    import tensorflow as tf
+
+    from export import convert, evaluate
+
+    if name not in BASELINES:
+        train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2).repeat()
+        convert.convert(
+            model,
+            directory,
+            [name],
+            representative_data=images,
+            eval_data=(images[:2], labels[:2]),
+            train_data=train,
+            fine_tune_steps=fine_tune_steps,
+            calibration_samples=len(images),
+            min_calibration_samples=1,
+            eval_samples=2,
+            latency_runs=1,
+        )
+        return
+    tflite = convert_baseline(model, name, images)
+    measured = evaluate.evaluate_tflite(
+        tflite, images[:2], labels[:2], model.predict(images[:2], verbose=0), latency_runs=1
+    )
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{name}.tflite"), "wb") as file:
+        file.write(tflite)
+    with open(os.path.join(directory, "report.json"), "w") as file:
+        json.dump({"formats": {name: measured}}, file)
+
+
 def convert_formats(
     variant, formats, *, image_size, num_classes, cache_dir, calibration_images, fine_tune_steps
 ):
     """Converts the missing formats into the cache; returns {format: conversion record}."""
     import numpy as np
-    import tensorflow as tf
-
-    from export import convert
 
     model, records = None, {}
     for name in formats:
@@ -78,25 +136,8 @@ def convert_formats(
                 model = random_mixer(variant, image_size, num_classes)
             images = common.random_images(calibration_images, image_size, seed=1)
             labels = np.random.default_rng(1).integers(0, num_classes, calibration_images)
-            train = (
-                tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
-                .batch(2)
-                .repeat()
-            )
             start = time.perf_counter()
-            convert.convert(
-                model,
-                directory,
-                [name],
-                representative_data=images,
-                eval_data=(images[:2], labels[:2]),
-                train_data=train,
-                fine_tune_steps=fine_tune_steps,
-                calibration_samples=calibration_images,
-                min_calibration_samples=1,
-                eval_samples=2,
-                latency_runs=1,
-            )
+            _convert(model, name, directory, images, labels.astype("int32"), fine_tune_steps)
             seconds = time.perf_counter() - start
             with open(record_path, "w") as file:
                 json.dump(

@@ -6,8 +6,8 @@ copies the weights across by position, so there is never a second hand-written M
 - `rebuild(model, tf_keras.layers)` is the tf_keras twin that tensorflow-model-optimization
   accepts (it refuses Keras 3 models).
 - `rebuild(model, integer_friendly(keras.layers))` computes the same function with LayerNorm
-  and GELU spelled in ops that XNNPACK runs in int8 (issue 4b), so that a full-integer model
-  stays in few delegated partitions.
+  and GELU spelled in ops that XNNPACK runs in int8, so that a full-integer model stays in
+  few delegated partitions (docs/benchmarks.md measures both graphs).
 
 Why the integer-friendly spelling (measured with ai-edge-litert 2.3 on x86, tiny Mixer):
 - Keras's LayerNorm lowers to MEAN, NEG, SQUARED_DIFFERENCE, RSQRT, MUL, ADD; in full int8 the

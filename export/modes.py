@@ -1,67 +1,145 @@
-"""Export formats as data: one row per `.tflite` file, applied by `export.convert.to_tflite`.
+"""Export formats as data: one row per `.tflite` file, applied by `export.convert.convert`.
 
-Each row says how the model is prepared (`optimize`), which graph the converter sees
-(`graph`), how the converter quantizes (`quantize`), and the bounds the LiteRT model is held
-to against the model it was converted from on the evaluation split (`max_logit_diff`, as a
-fraction of that model's largest logit magnitude, and `min_agreement`, top-1 agreement).
-The bounds are checked in tests/test_export.py on a tiny digits Mixer; every report shows them.
+Each row says how the model is prepared for the converter (`prepare`, a function below),
+whether that preparation fine-tunes it (`fine_tunes`: it then needs the training split and
+tensorflow-model-optimization), how the converter quantizes (`quantize`), and the bounds
+the LiteRT model is held to against the model it was converted from on the evaluation
+split (`max_logit_diff`, as a fraction of that model's largest logit magnitude, and
+`min_agreement`, top-1 agreement). tests/test_export.py checks the bounds on a tiny digits
+Mixer; every report shows them.
 
-- optimize: None, or a tfmot step on the tf_keras twin before conversion:
-  "qat" (quantization-aware fine-tuning), "prune" (magnitude pruning to a target sparsity),
-  "cluster" (weight clustering). See export/optimize.py.
-- graph: "keras" converts the model as Keras lowers it; "integer_friendly" converts the
-  same function with LayerNorm and GELU spelled in ops XNNPACK runs in int8 (export/graph.py,
-  issue 4b). Float formats keep the Keras graph: XNNPACK runs it in one partition already.
+- prepare(model, data, settings) -> Prepared: the graph the converter sees. Float formats
+  convert the model as Keras lowers it (XNNPACK runs it in one partition already); the
+  integer formats convert the same function with LayerNorm and GELU spelled in ops XNNPACK
+  runs in int8 (export/graph.py; docs/benchmarks.md has the partition counts and latency
+  against the Keras graph); the fine-tuned formats run a tfmot step first
+  (export/optimize.py).
 - quantize: None (float32), "float16" (float16 weights, float32 compute), "dynamic_range"
   (int8 weights, activations quantized on the fly; the converter leaves weight tensors of
   fewer than 1024 values in float, so a tiny Mixer stays as large as fp32), "full_integer"
   (int8 weights and activations, calibrated on the representative dataset; integer input
   and output).
+
+TensorFlow, Keras and tfmot are imported inside the functions: the command line reads this
+table before it sets up logging, which must happen before TensorFlow loads.
 """
+
+import dataclasses
+import logging
+
+# The SavedModel is written too (formats=["saved_model", ...]); it is not a `.tflite` row.
+SAVED_MODEL = "saved_model"
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What a row's `prepare` hands the converter.
+
+    model: the Keras 3 or tf_keras model to convert.
+    reference_logits: the float logits on the evaluation images that the `.tflite` must
+        reproduce; None means the Keras model's own.
+    details: what the preparation reached (e.g. sparsity), copied into the report.
+    """
+
+    model: object
+    reference_logits: object = None
+    details: dict = dataclasses.field(default_factory=dict)
+
+
+def keras_graph(model, data=None, settings=None):
+    """The model as Keras lowers it."""
+    return Prepared(model)
+
+
+def integer_friendly_graph(model, data=None, settings=None):
+    """The same function with LayerNorm and GELU in ops XNNPACK runs in int8."""
+    import keras
+
+    from export import graph
+
+    return Prepared(graph.rebuild(model, graph.integer_friendly(keras.layers)))
+
+
+def _logits(model, images):
+    return model.predict(images, batch_size=256, verbose=0)
+
+
+def quantization_aware(model, data, settings):
+    """tfmot QAT of the integer-friendly graph; the `.tflite` is held to the QAT model
+    itself, fake quantization included."""
+    from export import optimize
+
+    qat_model = optimize.quantization_aware_training(
+        model, data.train, **settings.fine_tuning(), integer_friendly=True,
+        calibration_images=data.representative)
+    return Prepared(qat_model, _logits(qat_model, data.eval_images))
+
+
+def _fine_tuned(model, data, **details):
+    # Pruning and clustering change only the weights' values: the tuned Keras model is the
+    # reference, and its integer-friendly graph is what is converted.
+    return Prepared(integer_friendly_graph(model).model, _logits(model, data.eval_images), details)
+
+
+def pruned(model, data, settings):
+    """Magnitude pruning to `settings.target_sparsity` while fine-tuning."""
+    from export import optimize
+
+    weights, reached = optimize.prune(
+        model, data.train, **settings.fine_tuning(), target_sparsity=settings.target_sparsity)
+    return _fine_tuned(optimize.with_weights(model, weights), data, sparsity=reached)
+
+
+def clustered(model, data, settings):
+    """Weight clustering to `settings.number_of_clusters` values per kernel."""
+    from export import optimize
+
+    weights, unique = optimize.cluster(
+        model, data.train, **settings.fine_tuning(),
+        number_of_clusters=settings.number_of_clusters)
+    return _fine_tuned(optimize.with_weights(model, weights), data,
+                       max_unique_weights_per_kernel=unique)
+
 
 MODES = {
     "fp32": dict(
         description="float32 weights and activations",
-        optimize=None, graph="keras", quantize=None,
+        prepare=keras_graph, fine_tunes=False, quantize=None,
         max_logit_diff=1e-4, min_agreement=1.0,
     ),
     "fp16": dict(
         description="float16 weights, float32 compute (half the size of fp32)",
-        optimize=None, graph="keras", quantize="float16",
+        prepare=keras_graph, fine_tunes=False, quantize="float16",
         max_logit_diff=1e-2, min_agreement=0.99,
     ),
     "dynamic_int8": dict(
         description="int8 weights, float activations quantized on the fly",
-        optimize=None, graph="keras", quantize="dynamic_range",
+        prepare=keras_graph, fine_tunes=False, quantize="dynamic_range",
         max_logit_diff=0.1, min_agreement=0.97,
     ),
     "int8": dict(
         description="full-integer int8 post-training quantization (integer-friendly graph)",
-        optimize=None, graph="integer_friendly", quantize="full_integer",
+        prepare=integer_friendly_graph, fine_tunes=False, quantize="full_integer",
         max_logit_diff=0.35, min_agreement=0.95,
     ),
-    "int8_keras_graph": dict(
-        description="full-integer int8 of the graph as Keras lowers it (the 4b baseline)",
-        optimize=None, graph="keras", quantize="full_integer",
-        max_logit_diff=0.35, min_agreement=0.95,
-    ),
-    # The fine-tuned formats are held to the fine-tuned model they were converted from (for
-    # QAT, the tfmot model with its fake quantization): fine-tuning moves the function on
-    # purpose (a 3-epoch digits run went from 89% to 92% top-1 in QAT). Their accuracy
-    # against the original is held by QAT >= PTQ and the --max-accuracy-drop budget.
+    # The fine-tuned formats are held to the fine-tuned model they were converted from:
+    # fine-tuning moves the function on purpose. Their accuracy against the original is
+    # held by QAT >= PTQ and the max_accuracy_drop budget.
     "qat_int8": dict(
         description="quantization-aware training (tfmot), then full-integer int8",
-        optimize="qat", graph="integer_friendly", quantize="full_integer",
+        prepare=quantization_aware, fine_tunes=True, quantize="full_integer",
         max_logit_diff=0.35, min_agreement=0.95,
     ),
     "pruned_int8": dict(
         description="magnitude pruning (tfmot) to the target sparsity, then full-integer int8",
-        optimize="prune", graph="integer_friendly", quantize="full_integer",
+        prepare=pruned, fine_tunes=True, quantize="full_integer",
         max_logit_diff=0.35, min_agreement=0.95,
     ),
     "clustered_int8": dict(
         description="weight clustering (tfmot), then full-integer int8",
-        optimize="cluster", graph="integer_friendly", quantize="full_integer",
+        prepare=clustered, fine_tunes=True, quantize="full_integer",
         max_logit_diff=0.35, min_agreement=0.95,
     ),
 }
@@ -78,5 +156,37 @@ def get_mode(name):
     'full_integer'
     """
     if name not in MODES:
-        raise ValueError(f"Unknown export format {name!r}. Choose from: {', '.join(MODES)}.")
+        raise ValueError(
+            f"Unknown export format {name!r}. Choose from: {SAVED_MODEL}, {', '.join(MODES)}.")
     return MODES[name]
+
+
+def tfmot_available():
+    """Whether tensorflow-model-optimization and tf_keras import (not on the TPU stack)."""
+    try:
+        import tensorflow_model_optimization  # noqa: F401
+        import tf_keras  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_formats(formats):
+    """`(format names, {name: MODES row})`; without tfmot, the fine-tuned formats are an error
+    when asked for by name and left out with a warning from the defaults."""
+    requested = formats
+    formats = list(formats or (SAVED_MODEL, *DEFAULT_FORMATS))
+    modes = {name: get_mode(name) for name in formats if name != SAVED_MODEL}
+    needs_tfmot = [name for name, mode in modes.items() if mode["fine_tunes"]]
+    if needs_tfmot and not tfmot_available():
+        if requested:
+            raise ImportError(
+                f"{', '.join(needs_tfmot)} need tensorflow-model-optimization and tf-keras "
+                "(requirements.txt), which this Python lacks (the TPU stack has no tf-keras). "
+                "Export on a CPU/GPU machine with requirements.txt, or leave these formats out."
+            )
+        log.warning("Skipping %s: tensorflow-model-optimization/tf-keras are not installed.",
+                    ", ".join(needs_tfmot))
+        formats = [name for name in formats if name not in needs_tfmot]
+        modes = {name: mode for name, mode in modes.items() if name not in needs_tfmot}
+    return formats, modes

@@ -146,7 +146,7 @@ def quantization_aware_training(model, train_data, *, steps, learning_rate=3e-5,
         learning_rate: float. Adam learning rate; small, the model is already trained and
             QAT starts from calibrated ranges (on the digits, 3e-5 for 300 steps matched PTQ's
             accuracy with the closest logits; 1e-4 moved top-1 by +-1 image).
-        integer_friendly: bool. Fine-tune the graph the int8 export converts (issue 4b).
+        integer_friendly: bool. Fine-tune the graph the int8 export converts (export/graph.py).
         calibration_images: float32 (N, H, W, C) or None. Images that set the initial
             quantization ranges (`calibrate_ranges`); defaults to the first training batch.
 

@@ -12,16 +12,27 @@ The app-side steps, in order (the README shows them in Kotlin and Swift):
    The model rescales pixels to [-1, 1] itself.
 4. Read the output logits (dequantize: (q - zero_point) * scale) and take the softmax.
 5. Name the classes with `labels.txt`, shipped next to the model (one name per line, in
-   class-index order).
+   class-index order: the training run's class list).
+
+A file that is not an image, an empty or truncated `.tflite`, or a `.keras` given in its
+place is a ValueError naming the path and what was expected.
 """
 
-import argparse
-import os
 import sys
+
+if __name__ == "__main__":  # the command line sets up logging before LiteRT is imported
+    from export import cli
+
+    sys.exit(cli.predict_main())
+
+import os
 
 import numpy as np
 
 from export import evaluate
+
+EXPECTED_MODEL = "a .tflite file written by export.convert (e.g. exports/digits/int8.tflite)"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 def load_labels(model_path, labels=None):
@@ -39,11 +50,43 @@ def load_image(path, height, width, channels):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No image at {path!r}.")
-    with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        image = image.resize((width, height), Image.BILINEAR)
-        pixels = np.asarray(image, np.float32)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(image, np.float32)
+    except OSError as error:  # PIL.UnidentifiedImageError, truncated files
+        raise ValueError(
+            f"{path!r} is not an image Pillow can read ({' '.join(str(error).split())}): "
+            "expected an image file such as PNG, JPEG, BMP or GIF."
+        ) from None
     return pixels.reshape(height, width, channels)
+
+
+def load_model(path):
+    """The bytes of the `.tflite` file at `path`, checked to load in the LiteRT interpreter.
+
+    Raises FileNotFoundError, or ValueError saying what the file is instead (empty, a Keras
+    `.keras` archive, not a TFLite flatbuffer).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model at {path!r}: expected {EXPECTED_MODEL}.")
+    with open(path, "rb") as file:
+        model = file.read()
+    if not model:
+        raise ValueError(f"{path!r} is empty (0 bytes): expected {EXPECTED_MODEL}.")
+    if model.startswith(ZIP_MAGIC):
+        raise ValueError(
+            f"{path!r} is a zip archive (a Keras .keras model?), not a .tflite: convert it "
+            f"first (python -m export.convert SOURCE --out DIR); expected {EXPECTED_MODEL}.")
+    try:
+        evaluate.interpreter(model, delegate=False)
+    except ValueError as error:
+        raise ValueError(
+            f"{path!r} is not a LiteRT model ({' '.join(str(error).split())}; {len(model)} "
+            f"bytes, truncated or another kind of file): expected {EXPECTED_MODEL}."
+        ) from None
+    return model
 
 
 def predict(model_path, image_paths, *, labels=None, top=5):
@@ -59,14 +102,12 @@ def predict(model_path, image_paths, *, labels=None, top=5):
     >>> predict("exports/digits/int8.tflite", ["seven.png"], top=1)
     [[('7', 0.98)]]
     """
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(
-            f"No model at {model_path!r}: expected a .tflite file written by export.convert.")
-    runner = evaluate.interpreter(model_path)
+    model = load_model(model_path)
+    runner = evaluate.interpreter(model, delegate=False)
     _, height, width, channels = runner.get_input_details()[0]["shape"]
     names = load_labels(model_path, labels)
     images = np.stack([load_image(path, height, width, channels) for path in image_paths])
-    logits = evaluate.predict_logits(model_path, images)
+    logits = evaluate.predict_logits(model, images)
     logits = logits - logits.max(-1, keepdims=True)
     probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     results = []
@@ -75,25 +116,3 @@ def predict(model_path, image_paths, *, labels=None, top=5):
         results.append([(names[i] if names and i < len(names) else str(i), float(row[i]))
                         for i in best])
     return results
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m export.predict",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help=".tflite file (labels.txt beside it names the classes)")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--labels", help="labels file (default: labels.txt beside the model)")
-    parser.add_argument("--top", type=int, default=5)
-    args = parser.parse_args(argv)
-    try:
-        results = predict(args.model, args.images, labels=args.labels, top=args.top)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for path, classes in zip(args.images, results):
-        print(f"{path}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in classes))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

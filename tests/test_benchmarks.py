@@ -160,14 +160,10 @@ def test_patch_scaling_quick_is_linear_in_flops(capsys, tmp_path):
 
 
 def test_tflite_latency_quick(capsys, tmp_path):
-    records = run(
-        tflite_latency, capsys, tmp_path, "--formats", "fp32", "int8", "--threads", "1", "2"
-    )
+    formats = ["fp32", "int8", "int8_keras_graph"]
+    records = run(tflite_latency, capsys, tmp_path, "--formats", *formats, "--threads", "1", "2")
     assert {(r["format"], r["threads"]) for r in records} == {
-        ("fp32", 1),
-        ("fp32", 2),
-        ("int8", 1),
-        ("int8", 2),
+        (name, threads) for name in formats for threads in (1, 2)
     }
     for record in records:
         path = tmp_path / "tflite_quick" / "tiny" / record["format"] / f"{record['format']}.tflite"
@@ -182,6 +178,10 @@ def test_tflite_latency_quick(capsys, tmp_path):
     assert by_format["int8"]["float_ops"] == 0  # integer end to end (export's contract)
     assert by_format["fp32"]["float_ops"] == by_format["fp32"]["num_ops"]
     assert by_format["int8"]["size_bytes"] < by_format["fp32"]["size_bytes"]
+    # The benchmark's before: the graph as Keras lowers it keeps float ops and more partitions.
+    before = by_format["int8_keras_graph"]
+    assert before["float_ops"] > 0
+    assert before["delegated_partitions"] > by_format["int8"]["delegated_partitions"]
 
 
 def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):

@@ -1,54 +1,68 @@
 """export/: every format of a Mixer trained here on the digits, run in LiteRT, held to Keras.
 
-One tiny Mixer (tests/conftest.py TINY, 8x8 digits, patch 4) is trained once per module
+One tiny Mixer (tests/helpers.py TINY, 8x8 digits, patch 4) is trained once per module
 through training.data.make_dataset and exported once to every default format; the tests
 read that report and the files. Bounds are export/modes.py's, stated there per format;
-accuracy is on the digits test split (364 images, so 1 point is ~3.6 images).
+accuracy is on the digits test split (364 images, so 1 point is ~3.6 images). The 'before'
+of the integer-friendly graph is the benchmark's row (benchmarks/tflite_latency.py).
 """
 
 import json
 import os
+import re
+import signal
+import sys
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from export import cli, evaluate, graph, inputs, modes
 from export import convert as convert_module
-from export import evaluate, graph
-from export.convert import AccuracyBudgetError, convert, load_source, to_tflite, write_atomically
+from export.convert import AccuracyBudgetError, convert, to_tflite
 from export.modes import MODES
-from keras_mixer import MlpMixer, gelu_tanh
-from conftest import TINY
+from export.settings import ExportSettings
+from helpers import TINY, program, run_bounded
+from keras_mixer import MlpMixer, gelu_tanh, storage
 
-FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "qat_int8"]
+FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "qat_int8"]
 TFLITE_FORMATS = FORMATS[1:]
-INTEGER_FORMATS = ["int8", "int8_keras_graph", "qat_int8"]
 NUM_LAYER_NORMS = 2 * TINY["num_blocks"] + 1
+BASELINE = "int8_keras_graph"
+# absl's native log prefix (I0000 00:00:...), as training/console.py drops it.
+NATIVE_LOG_LINE = re.compile(r"^[IWE]\d{4} ", re.MULTILINE)
+XNNPACK_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate"
+# In-process command lines keep TensorFlow's logs: the quiet console rewires file descriptor
+# 2, which pytest owns here. test_command_lines_are_quiet_unless_verbose runs them quiet.
+IN_PROCESS = ["--verbose"]
 
 
-def _arrays(dataset):
+def _split(run_dir, split):
+    """`(images, labels)` of one split of the run's data, through training's pipeline."""
+    from training import data, run_dir as run_dir_lib
+
+    dataset = data.make_dataset(run_dir_lib.read_config(run_dir), split, training=False,
+                                batch_size=256)
     images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
     return np.concatenate(images), np.concatenate(labels)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, data_dir):
     """A training run directory (model.keras + config.json) of a tiny Mixer on the digits."""
-    from training.data import make_dataset
-
     directory = tmp_path_factory.mktemp("run")
-    config = dict(dataset="sklearn_digits", data_dir=str(tmp_path_factory.mktemp("tfds")),
-                  image_size=8, num_channels=1, num_classes=10, batch_size=64, seed=0,
-                  train_split="train", test_split="test")
-    images, labels = _arrays(make_dataset(config, "train", training=False, batch_size=256))
+    config = dict(dataset="sklearn_digits", data_dir=data_dir, image_size=8, num_channels=1,
+                  num_classes=10, batch_size=64, seed=0, train_split="train", test_split="test")
+    (directory / "config.json").write_text(json.dumps(config))
+    images, labels = _split(directory, "train")
     keras.utils.set_random_seed(0)
     model = MlpMixer(**TINY, num_classes=10, image_size=8, num_channels=1)
     model.compile(keras.optimizers.Adam(3e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(images, labels, epochs=30, batch_size=64, verbose=0)
     model.save(directory / "model.keras")
-    (directory / "config.json").write_text(json.dumps(config))
     return directory
 
 
@@ -63,10 +77,22 @@ def exported(run_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits_test(run_dir):
-    from training.data import make_dataset
+    return _split(run_dir, "test")
 
-    config = json.loads((run_dir / "config.json").read_text())
-    return _arrays(make_dataset(config, "test", training=False, batch_size=256))
+
+@pytest.fixture(scope="module")
+def baseline(run_dir, digits_test):
+    """`(tflite bytes, measurements)` of the benchmark's int8 of the graph as Keras lowers it,
+    calibrated and measured as the export's int8 is."""
+    from benchmarks import tflite_latency
+
+    model = inputs.load_model(str(run_dir))
+    calibration = _split(run_dir, "train")[0][:300]
+    tflite = tflite_latency.convert_baseline(model, BASELINE, calibration)
+    images, labels = digits_test
+    measured = evaluate.evaluate_tflite(tflite, images, labels, model.predict(images, verbose=0),
+                                        latency_runs=2)
+    return tflite, measured
 
 
 def test_every_format_is_written_with_report_and_labels(exported):
@@ -92,6 +118,17 @@ def test_litert_model_is_held_to_its_bounds_against_keras(exported, name):
     assert result["relative_max_logit_diff"] <= MODES[name]["max_logit_diff"], result
     assert result["agreement"] >= MODES[name]["min_agreement"], result
     assert result["within_bounds"]
+
+
+def test_benchmark_baseline_is_held_to_int8_bounds_with_builtin_ops(baseline):
+    from benchmarks.tflite_latency import BASELINES
+
+    tflite, result = baseline
+    assert result["relative_max_logit_diff"] <= BASELINES[BASELINE]["max_logit_diff"], result
+    assert result["agreement"] >= BASELINES[BASELINE]["min_agreement"], result
+    ops = evaluate.op_names(tflite)
+    assert set(ops) <= evaluate.BUILTIN_OPS
+    assert result["op_counts"] == {op: ops.count(op) for op in set(ops)}
 
 
 def test_float_formats_match_keras_closely(exported):
@@ -137,22 +174,24 @@ def test_integer_models_are_integer_end_to_end(exported):
         assert set(formats[name]["op_counts"]) == {
             "ADD", "CONV_2D", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT",
             "SUB", "TRANSPOSE"}
-    # The graph as Keras lowers it keeps a float NEG per LayerNorm (the 4b baseline).
-    baseline = formats["int8_keras_graph"]
-    assert baseline["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
 
 
-def test_integer_friendly_graph_cuts_xnnpack_partitions(exported):
+def test_keras_graph_keeps_a_float_neg_per_layer_norm(baseline):
+    # The benchmark's before: the graph as Keras lowers it, in full int8.
+    assert baseline[1]["float_ops"] == ["DEQUANTIZE", "NEG", "QUANTIZE"] * NUM_LAYER_NORMS
+
+
+def test_integer_friendly_graph_cuts_xnnpack_partitions(exported, baseline):
     formats = exported[1]["formats"]
     assert formats["fp32"]["delegated_partitions"] == 1
     # Only int8 RSQRT (one per LayerNorm) stays outside XNNPACK: LayerNorms + 1 partitions.
     assert formats["int8"]["delegated_partitions"] == NUM_LAYER_NORMS + 1
-    before, after = formats["int8_keras_graph"], formats["int8"]
+    before, after = baseline[1], formats["int8"]
     assert before["delegated_partitions"] > after["delegated_partitions"]
 
 
 def test_integer_friendly_graph_computes_the_same_function(run_dir, digits_test):
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images = digits_test[0][:128]
     rebuilt = graph.rebuild(model, graph.integer_friendly(keras.layers))
     np.testing.assert_allclose(rebuilt.predict(images, verbose=0), model.predict(images, verbose=0),
@@ -166,7 +205,7 @@ def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
 
     from export import optimize
 
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images = digits_test[0][:128]
     for integer_friendly in (False, True):
         twin = optimize.twin(model, images, integer_friendly=integer_friendly)
@@ -178,7 +217,7 @@ def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
 def test_qat_starts_from_calibrated_ranges(run_dir, digits_test):
     from export import optimize
 
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images = digits_test[0][:256]
     dataset = tf.data.Dataset.from_tensor_slices(digits_test).batch(64)
     qat_model = optimize.quantization_aware_training(model, dataset, steps=0,
@@ -195,7 +234,7 @@ def test_qat_starts_from_calibrated_ranges(run_dir, digits_test):
 def test_twin_that_drifts_from_the_model_is_refused(run_dir, digits_test, monkeypatch):
     from export import optimize
 
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     rebuild = graph.rebuild
 
     def drifted(source, layers):
@@ -209,7 +248,7 @@ def test_twin_that_drifts_from_the_model_is_refused(run_dir, digits_test, monkey
 
 
 def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
-    model, _ = load_source(str(run_dir))
+    model = inputs.load_model(str(run_dir))
     images, labels = digits_test
     tflite = to_tflite(graph.rebuild(model, graph.integer_friendly(keras.layers)), "int8", images,
                        io_dtype="uint8")
@@ -223,39 +262,78 @@ def test_uint8_io_takes_raw_camera_pixels(run_dir, digits_test):
         model.predict(images, verbose=0).argmax(-1) == labels) - 0.01
 
 
-def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, capsys):
+def _png(path, image):
     from PIL import Image
 
+    Image.fromarray(image[..., 0].astype(np.uint8), mode="L").save(path)
+    return str(path)
+
+
+def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, capsys):
     from export import predict
 
     out_dir, _ = exported
     images, labels = digits_test
-    paths = []
-    for index in range(20):
-        path = tmp_path / f"digit_{index}.png"
-        Image.fromarray(images[index, ..., 0].astype(np.uint8), mode="L").save(path)
-        paths.append(str(path))
+    paths = [_png(tmp_path / f"digit_{index}.png", images[index]) for index in range(20)]
     for name in ["fp32", "int8"]:
         results = predict.predict(str(out_dir / f"{name}.tflite"), paths, top=3)
         assert all(len(top) == 3 and top[0][1] >= top[1][1] for top in results)
         predicted = [top[0][0] for top in results]
         assert np.mean([p == str(label) for p, label in zip(predicted, labels[:20])]) >= 0.9
-    assert predict.main([str(out_dir / "int8.tflite"), paths[0], "--top", "1"]) == 0
+    code = cli.predict_main([str(out_dir / "int8.tflite"), paths[0], "--top", "1", *IN_PROCESS])
+    assert code == 0
     assert capsys.readouterr().out.startswith(f"{paths[0]}: {labels[0]} ")
+
+
+def test_labels_come_from_the_run_class_list(run_dir, digits_test, tmp_path):
+    from export import predict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "config.json"):
+        (run / name).write_bytes((run_dir / name).read_bytes())
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    (run / "run_info.json").write_text(json.dumps({"class_names": names}))
+    convert(str(run), str(tmp_path / "out"), ["fp32"], eval_samples=50, latency_runs=2)
+    assert (tmp_path / "out" / "labels.txt").read_text().split() == names
+    image = digits_test[0][:1]
+    [[(top, _)]] = predict.predict(str(tmp_path / "out" / "fp32.tflite"),
+                                   [_png(tmp_path / "digit.png", image[0])], top=1)
+    model = inputs.load_model(str(run_dir))
+    assert top == names[int(model.predict(image, verbose=0).argmax())]
+    (run / "run_info.json").write_text(json.dumps({"class_names": names[:9]}))
+    with pytest.raises(ValueError, match="names 9 classes .* has 10 outputs"):
+        convert(str(run), str(tmp_path / "out9"), ["fp32"], eval_samples=50)
 
 
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
-    code = convert_module.main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
-                                "--eval-samples", "50"])
+    code = cli.convert_main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
+                             "--eval-samples", "50", *IN_PROCESS])
     assert code == 0
     assert (out_dir / "fp32.tflite").is_file() and (out_dir / "report.json").is_file()
-    assert "| fp32 |" in capsys.readouterr().out
-    assert convert_module.main([str(tmp_path / "missing"), "--out", str(out_dir)]) == 2
+    output = capsys.readouterr().out
+    assert "| fp32 |" in output and "Wrote fp32.tflite, labels.txt" in output
+    assert cli.convert_main([str(tmp_path / "missing"), "--out", str(out_dir), *IN_PROCESS]) == 2
     assert "No model at" in capsys.readouterr().err
     budget = ["--formats", "dynamic_int8", "--eval-samples", "50", "--max-accuracy-drop", "-1"]
-    assert convert_module.main([str(run_dir), "--out", str(tmp_path / "budget"), *budget]) == 1
-    assert "FAILED: Quantized models outside the accuracy budget" in capsys.readouterr().err
+    assert cli.convert_main([str(run_dir), "--out", str(tmp_path / "budget"), *budget,
+                             *IN_PROCESS]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: Quantized models outside the accuracy budget" in captured.err
+    assert "| dynamic_int8 |" in captured.out  # the report, printed all the same
+
+
+def test_settings_are_one_dataclass_checked_before_anything_is_written(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="io_dtype='int16' must be 'int8' or 'uint8'"):
+        convert(str(run_dir), str(tmp_path), ["int8"], io_dtype="int16")
+    with pytest.raises(ValueError, match="target_sparsity=1.5 must be a fraction in"):
+        ExportSettings(target_sparsity=1.5)
+    assert not list(tmp_path.iterdir())
+    report = convert(str(run_dir), str(tmp_path), ["fp32"],
+                     settings=ExportSettings(eval_samples=30, latency_runs=5), latency_runs=2)
+    assert report["settings"]["eval_samples"] == 30 and report["settings"]["latency_runs"] == 2
+    assert report["evaluation"]["num_examples"] == 30
 
 
 def test_accuracy_budget_fails_loudly_after_writing_the_report(run_dir, tmp_path):
@@ -264,6 +342,82 @@ def test_accuracy_budget_fails_loudly_after_writing_the_report(run_dir, tmp_path
                 eval_samples=50, latency_runs=2)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["accuracy_budget_failures"]
+
+
+def test_remote_source_and_output_go_through_storage(run_dir, tmp_path, monkeypatch):
+    # ram://, TensorFlow's in-memory filesystem, stands in for gs:// (in this process only).
+    monkeypatch.chdir(tmp_path)
+    source, out = "ram://runs/digits", "ram://exports/x"
+    tf.io.gfile.makedirs(source)
+    for name in ("model.keras", "config.json"):
+        tf.io.gfile.copy(str(run_dir / name), f"{source}/{name}", overwrite=True)
+    report = convert(source, out, ["saved_model", "fp32"], eval_samples=50, latency_runs=2)
+    assert sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out)) == [
+        "fp32.tflite", "labels.txt", "report.json", "report.md", "report.png", "saved_model"]
+    assert storage.exists(f"{out}/saved_model/saved_model.pb")
+    assert report["formats"]["saved_model"]["agreement"] == 1.0
+    assert storage.read_json(f"{out}/report.json")["formats"].keys() == {"saved_model", "fp32"}
+    assert storage.read_bytes(f"{out}/report.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert storage.read_text(f"{out}/labels.txt").split() == [str(d) for d in range(10)]
+    evaluate.check_builtin_ops(storage.read_bytes(f"{out}/fp32.tflite"))
+    assert list(tmp_path.iterdir()) == []  # nothing was written under the working directory
+
+
+# ----------------------------------------------------------------------------- kills, logs
+
+
+@pytest.fixture(scope="module")
+def killed_then_rerun(run_dir, tmp_path_factory):
+    """An export SIGKILLed mid-conversion, another mid-write, then the same command rerun:
+    `(out, temp folder, what each kill left, the rerun's exit code and output)`."""
+    root = tmp_path_factory.mktemp("killed")
+    out, temp = root / "out", root / "tmp"
+    temp.mkdir()
+    arguments = [str(run_dir), "--out", str(out), "--formats", "fp32", "fp16",
+                 "--eval-samples", "50"]
+    # TMPDIR: the scratch folders land where the test sees them. TF_CPP_MIN_LOG_LEVEL=0:
+    # only the console's filter stands between TensorFlow's native logs and the output.
+    env = {"TMPDIR": str(temp), "TF_CPP_MIN_LOG_LEVEL": "0"}
+    left = {}
+    for point in ("converter", "rename"):
+        code, output = run_bounded(program("export_killed", point, *arguments), env=env)
+        assert code == -signal.SIGKILL, output
+        left[point] = {"out": sorted(os.listdir(out)), "temp": sorted(os.listdir(temp))}
+    code, output = run_bounded([sys.executable, "-m", "export.convert", *arguments], env=env)
+    return out, temp, left, code, output
+
+
+def test_killed_export_leaves_nothing_behind_once_rerun(killed_then_rerun):
+    out, temp, left, code, output = killed_then_rerun
+    # What the kills left: a scratch SavedModel folder, a complete .tflite under its partial name.
+    assert [name for name in left["converter"]["temp"]
+            if name.startswith(storage.SCRATCH_PREFIX)], left
+    assert [name for name in left["rename"]["out"] if name.startswith(".fp16.tflite.partial-")]
+    assert code == 0, output
+    assert not [name for name in os.listdir(out) if ".partial-" in name]
+    assert not [name for name in os.listdir(temp) if name.startswith(storage.SCRATCH_PREFIX)]
+    assert {"fp32.tflite", "fp16.tflite", "labels.txt", "report.json"} <= set(os.listdir(out))
+
+
+def test_command_lines_are_quiet_unless_verbose(killed_then_rerun, digits_test, tmp_path):
+    out, _, _, _, output = killed_then_rerun
+    assert "| fp16 |" in output and "Wrote fp32.tflite, fp16.tflite, labels.txt" in output
+    assert not NATIVE_LOG_LINE.search(output) and XNNPACK_LINE not in output, output
+    image = _png(tmp_path / "digit.png", digits_test[0][0])
+    command = [sys.executable, "-m", "export.predict", str(out / "fp32.tflite"), image]
+    code, quiet = run_bounded(command, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert code == 0 and f"{image}: " in quiet, quiet
+    assert not NATIVE_LOG_LINE.search(quiet) and XNNPACK_LINE not in quiet, quiet
+    code, verbose = run_bounded([*command, "--verbose"], env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert code == 0 and XNNPACK_LINE in verbose, verbose  # what the quiet run dropped
+
+
+def test_command_line_module_imports_no_tensorflow():
+    # The console must be set up before TensorFlow loads, so the parsers import nothing heavy.
+    code, output = run_bounded([sys.executable, "-c", "import sys, export.cli; "
+                                "print(sorted({'tensorflow', 'keras', 'ai_edge_litert'} "
+                                "& set(sys.modules)))"], timeout=60)
+    assert code == 0 and output.strip() == "[]", output
 
 
 # ----------------------------------------------------------------------------- faults
@@ -282,9 +436,63 @@ def test_not_a_mixer_is_a_clear_error(tmp_path):
         convert(str(tmp_path / "other.keras"), str(tmp_path / "out"))
     with pytest.raises(TypeError, match="not a keras_mixer.MlpMixer"):
         convert(other, str(tmp_path / "out"))
-    (tmp_path / "broken.keras").write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="Could not load"):
-        convert(str(tmp_path / "broken.keras"), str(tmp_path / "out"))
+
+
+def test_corrupt_keras_file_is_reported_as_corrupt(run_dir, tmp_path, capsys):
+    saved = (run_dir / "model.keras").read_bytes()
+    files = {"broken.keras": b"not a zip file", "truncated.keras": saved[:len(saved) // 2],
+             "empty.keras": b""}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{name}' is corrupt \(not a zip archive"):
+            convert(str(tmp_path / name), str(tmp_path / "out"))
+    code = cli.convert_main([str(tmp_path / "broken.keras"), "--out", str(tmp_path / "out"),
+                             *IN_PROCESS])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: '{tmp_path / 'broken.keras'}' is corrupt")
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def _with_model_class(source, target, class_name):
+    """A copy of the `.keras` file `source` whose model class is recorded as `class_name`."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w") as copy:
+        for item in archive.infolist():
+            content = archive.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(content)
+                config.update(class_name=class_name, registered_name=f"keras_mixer>{class_name}")
+                content = json.dumps(config)
+            copy.writestr(item, content)
+
+
+def test_unknown_model_class_says_to_import_keras_mixer(run_dir, tmp_path):
+    _with_model_class(run_dir / "model.keras", tmp_path / "renamed.keras", "MlpMixerRenamed")
+    with pytest.raises(ValueError, match="could not locate the model class in .*renamed.keras"
+                                         ".*MlpMixerRenamed.*`import keras_mixer` before "
+                                         "keras.models.load_model"):
+        inputs.load_model(str(tmp_path / "renamed.keras"))
+
+
+def test_predict_says_in_one_line_what_is_wrong(exported, run_dir, digits_test, tmp_path,
+                                                capsys):
+    model = exported[0] / "fp32.tflite"
+    image = _png(tmp_path / "digit.png", digits_test[0][0])
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    (tmp_path / "truncated.tflite").write_bytes(model.read_bytes()[:model.stat().st_size // 2])
+    cases = [
+        (model, tmp_path / "notes.png", "notes.png", "is not an image Pillow can read"),
+        (tmp_path / "empty.tflite", image, "empty.tflite", r"is empty \(0 bytes\): expected a "),
+        (tmp_path / "truncated.tflite", image, "truncated.tflite",
+         r"is not a LiteRT model .*truncated.*: expected a \.tflite file"),
+        (run_dir / "model.keras", image, "model.keras", r"is a zip archive \(a Keras \.keras"),
+    ]
+    for model_path, image_path, named, message in cases:
+        assert cli.predict_main([str(model_path), str(image_path), *IN_PROCESS]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.count("\n") == 1, error
+        assert named in error and re.search(message, error), error
 
 
 @pytest.mark.parametrize("images, message", [
@@ -300,7 +508,7 @@ def test_bad_representative_data_is_a_clear_error(run_dir, digits_test, tmp_path
 
 
 def test_fine_tuned_formats_without_tfmot_are_a_clear_error(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(convert_module, "tfmot_available", lambda: False)
+    monkeypatch.setattr(modes, "tfmot_available", lambda: False)
     with pytest.raises(ImportError, match="qat_int8 need tensorflow-model-optimization"):
         convert(str(run_dir), str(tmp_path), ["fp32", "qat_int8"])
     assert not list(tmp_path.iterdir())
@@ -308,7 +516,8 @@ def test_fine_tuned_formats_without_tfmot_are_a_clear_error(run_dir, tmp_path, m
 
 def test_unwritable_output_is_a_clear_error(run_dir, tmp_path):
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(PermissionError, match="Cannot write the export to"):
+    with pytest.raises(storage.StorageError,
+                       match="cannot write to .*a_file/out.*: choose a folder you can write to"):
         convert(str(run_dir), str(tmp_path / "a_file" / "out"), ["fp32"])
 
 
@@ -328,13 +537,14 @@ def test_flex_ops_are_refused_and_nothing_is_written(run_dir, digits_test, tmp_p
     assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob(".*"))
 
 
-def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    def fail(*args):
+def test_failed_write_leaves_no_partial_file(run_dir, digits_test, tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(os, "replace", fail)
+    monkeypatch.setattr(tf.io.gfile, "rename", disk_full)
     with pytest.raises(OSError, match="disk full"):
-        write_atomically(str(tmp_path / "int8.tflite"), b"\0" * 1000)
+        convert(str(run_dir), str(tmp_path), ["fp32"],
+                eval_data=(digits_test[0][:20], digits_test[1][:20]))
     assert list(tmp_path.iterdir()) == []
 
 

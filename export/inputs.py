@@ -1,0 +1,249 @@
+"""What an export reads: the model, its run config and class names, and the images it uses.
+
+SOURCE is a training run directory (training/run_dir.py: `model.keras`, `config.json`,
+`run_info.json`), a `.keras` file (its run config is the `config.json` beside it, or one
+given), or a keras_mixer.MlpMixer in memory; paths may be local or remote (`gs://`,
+`ram://`). The run config names the dataset: calibration images come from its training
+split and evaluation images from its test split, both through `training.data`, the
+pipeline the model was trained on, with the run's class list (`run_info.json`) fixing the
+class index of every split and of `labels.txt`.
+"""
+
+import dataclasses
+import functools
+import io
+import os
+import zipfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_mixer import storage
+from keras_mixer.mlp_mixer import MlpMixer
+from training import config as config_lib
+from training import run_dir
+
+FINE_TUNE_BATCH_SIZE = 64
+EXPECTED_MODEL = ("a .keras file saved from a keras_mixer.MlpMixer (model.save('model.keras')), "
+                  "or a training run directory holding one as model.keras")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A model to export and what its run recorded: config (None without one) and class names
+    (None when the run recorded none)."""
+
+    model: MlpMixer
+    config: dict | None
+    class_names: list | None
+
+
+def model_path(source):
+    """The `.keras` file of a run directory, or `source` itself."""
+    source = os.fspath(source)
+    return storage.join(source, run_dir.MODEL) if storage.isdir(source) else source
+
+
+def load_model(source):
+    """The keras_mixer.MlpMixer of a run directory or `.keras` file, or `source` if in memory.
+
+    Raises FileNotFoundError (no model there), ValueError (a file Keras cannot load: corrupt,
+    or of a class Keras cannot locate) or TypeError (a model that is not an MlpMixer), each
+    naming the path and what was expected.
+
+    Example:
+    >>> model = load_model("runs/digits")
+    """
+    if isinstance(source, keras.Model):
+        model, where = source, f"model {source.name!r}"
+    else:
+        where = model_path(source)
+        if not storage.exists(where) or storage.isdir(where):
+            raise FileNotFoundError(f"No model at {where!r}. SOURCE must be {EXPECTED_MODEL}.")
+        try:
+            model = keras.saving.load_model(where, compile=False)
+        except Exception as error:
+            raise ValueError(_why_unloadable(where, error)) from None
+    if not isinstance(model, MlpMixer):
+        raise TypeError(
+            f"{where} holds a {type(model).__name__} ({model.name!r}), not a "
+            "keras_mixer.MlpMixer. Export verifies the Mixer's graph op by op and quantizes it "
+            "with its own LayerNorm config; save the model as keras_mixer.MlpMixer."
+        )
+    return model
+
+
+def _why_unloadable(path, error):
+    content = storage.read_bytes(path)  # only once Keras has failed: the file is suspect
+    damage = _zip_damage(content)
+    if damage:
+        return (f"{path!r} is corrupt ({damage}, {len(content)} bytes): a .keras file is a zip "
+                f"archive, and this one is truncated or was never one. Expected "
+                f"{EXPECTED_MODEL}; save the model again or rerun the training that wrote it.")
+    message = " ".join(str(error).split())
+    if "Could not locate class" in message:
+        return (f"Keras could not locate the model class in {path!r} ({message[:160]}...). Run "
+                "`import keras_mixer` before keras.models.load_model, so that Keras knows "
+                "MlpMixer; if it still fails, the file was saved by another version of "
+                "keras_mixer or holds another model.")
+    return (f"Could not load {path!r} as a Keras model ({type(error).__name__}: "
+            f"{message[:300]}). Expected {EXPECTED_MODEL}.")
+
+
+def _zip_damage(content):
+    """What is wrong with `content` as a zip archive, or None when it reads as one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, EOFError):
+        return "not a zip archive"
+    return None if bad_member is None else f"{bad_member} fails its checksum"
+
+
+def load_run(source, config=None):
+    """The model of `source` with its run config (completed with training's defaults) and the
+    run's class names.
+
+    Args:
+        source: a run directory, a `.keras` file (local or remote), or an MlpMixer.
+        config: dict, path or None. The run config; defaults to `config.json` beside the model.
+
+    Example:
+    >>> run = load_run("runs/digits")
+    >>> run.config["dataset"], run.class_names
+    """
+    model = load_model(source)
+    directory = None if isinstance(source, keras.Model) else storage.dirname(model_path(source))
+    if isinstance(config, (str, os.PathLike)):
+        config = _read_config(os.fspath(config))
+    if config is not None:
+        config = config_lib.check(config)
+    elif directory is not None:
+        config = run_dir.read_config(directory)
+    class_names = run_dir.read_class_names(directory) if directory is not None else None
+    return Run(model, config, class_names)
+
+
+def _read_config(path):
+    if not storage.exists(path):
+        raise FileNotFoundError(f"No run config at {path!r} (--config).")
+    try:
+        return storage.read_json(path)
+    except ValueError as error:
+        raise ValueError(f"{path!r} is not a run config.json ({error}).") from None
+
+
+def open_run_data(config, class_names=None):
+    """The run's data, opened once per export: `(class names, make_dataset)`.
+
+    `class_names` (the run's) fixes the class index of every split; without it the data
+    source's own order is used. `make_dataset(config, split, *, training, batch_size)` is
+    training's pipeline over that one source.
+    """
+    from training import data  # export depends on training for its data only
+
+    source = data.open_source(config, class_names=class_names)
+    names = class_names or source.class_names
+    return [str(name) for name in names], functools.partial(data.make_dataset, source=source)
+
+
+def run_datasets(run, source_name):
+    """`(class names, dataset)`: `dataset(split_key, *, training, batch_size)` is the run's
+    `config[split_key]` split (None names when there is no run config; then `dataset` says
+    what to pass instead)."""
+    if run.config is None:
+        def dataset(split_key, **kwargs):
+            raise ValueError(
+                f"No run config for {source_name!r}, so no data to calibrate and evaluate on. "
+                "Pass a training run directory, a config.json beside the .keras file or "
+                "--config, or in Python pass representative_data= and eval_data= to "
+                "export.convert.convert."
+            )
+
+        return None, dataset
+    names, make_dataset = open_run_data(run.config, run.class_names)
+
+    def dataset(split_key, *, training, batch_size):
+        config = run.config
+        if training:
+            # Fine-tuning for quantization, pruning or clustering: the training stream with
+            # integer labels (no mixup, no label smoothing) and without heavy augmentation.
+            config = {**config, "randaugment": None, "mixup_alpha": 0.0, "label_smoothing": 0.0}
+        return make_dataset(config, config[split_key], training=training, batch_size=batch_size)
+
+    return names, dataset
+
+
+def as_arrays(data, limit=None):
+    """`(images, labels or None)` as NumPy arrays from an array, a pair, or a tf.data.Dataset."""
+    if isinstance(data, tf.data.Dataset):
+        images, labels, count = [], [], 0
+        for element in data:
+            batch = element[0] if isinstance(element, (tuple, list)) else element
+            images.append(np.asarray(batch))
+            if isinstance(element, (tuple, list)):
+                labels.append(np.asarray(element[1]))
+            count += len(images[-1])
+            if limit and count >= limit:
+                break
+        if not images:
+            return np.zeros((0,), np.float32), None
+        images = np.concatenate(images)[:limit]
+        labels = np.concatenate(labels)[:limit] if labels else None
+        return images.astype(np.float32), labels
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return as_arrays(data[0], limit)[0], np.asarray(data[1])[:limit]
+    return np.asarray(data, np.float32)[:limit], None
+
+
+def check_images(images, model, what):
+    """Raises a clear ValueError unless `images` is a non-empty (N, H, W, C) stack for `model`."""
+    expected = tuple(model.input_shape[1:])
+    if images.ndim != 4 or images.shape[0] == 0 or tuple(images.shape[1:]) != expected:
+        found = "nothing (empty)" if images.size == 0 else f"shape {images.shape}"
+        raise ValueError(
+            f"The {what} must be float images of shape (N, {', '.join(map(str, expected))}) with "
+            f"N >= 1, pixels in [0, 255] as the model takes them; got {found}. Draw it from the "
+            "run's pipeline: training.data.make_dataset(config, split, training=False)."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportData:
+    """The images an export is measured on (`eval_*`), calibrated on (`representative`, for
+    full-integer formats) and fine-tuned on (`train`, a dataset, for fine-tuned formats)."""
+
+    eval_images: np.ndarray
+    eval_labels: np.ndarray
+    representative: np.ndarray | None = None
+    train: object = None
+
+
+def collect_data(model, modes, settings, dataset, *, representative_data=None, eval_data=None,
+                 train_data=None):
+    """The ExportData the rows `modes` need: what is given, else drawn with `dataset`."""
+    if eval_data is None:
+        eval_data = dataset("test_split", training=False, batch_size=256)
+    eval_images, eval_labels = as_arrays(eval_data, settings.eval_samples)
+    check_images(eval_images, model, "evaluation data")
+    if eval_labels is None:
+        raise ValueError("eval_data needs labels: pass (images, labels) or a dataset of both.")
+    representative = None
+    if any(mode["quantize"] == "full_integer" for mode in modes.values()):
+        if representative_data is None:
+            representative_data = dataset("train_split", training=False,
+                                          batch_size=min(settings.calibration_samples, 256))
+        representative, _ = as_arrays(representative_data, settings.calibration_samples)
+        check_images(representative, model, "representative dataset")
+        if len(representative) < settings.min_calibration_samples:
+            raise ValueError(
+                f"The representative dataset has {len(representative)} images; full-integer "
+                f"quantization needs at least {settings.min_calibration_samples} to calibrate "
+                "ranges we would ship. Give more images from the training split "
+                "(calibration_samples)."
+            )
+    if train_data is None and any(mode["fine_tunes"] for mode in modes.values()):
+        train_data = dataset("train_split", training=True, batch_size=FINE_TUNE_BATCH_SIZE)
+    return ExportData(eval_images, np.asarray(eval_labels).reshape(-1), representative,
+                      train_data)

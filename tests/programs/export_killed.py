@@ -1,0 +1,40 @@
+"""`python -m export.convert ARGS...` that SIGKILLs itself in the middle, at POINT:
+
+    python tests/programs/export_killed.py POINT SOURCE --out DIR --formats fp32 fp16 ...
+
+- converter: at the second TFLite conversion, while its scratch SavedModel is on disk;
+- rename: when the second `.tflite` is complete under its partial name, before the rename.
+"""
+
+import os
+import signal
+import sys
+
+import tensorflow as tf
+
+from export import cli
+
+point, arguments = sys.argv[1], sys.argv[2:]
+calls = []
+
+
+def killed_on_second_call(function, applies=lambda *args: True):
+    def wrapper(*args, **kwargs):
+        if applies(*args):
+            calls.append(args)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+if point == "converter":
+    tf.lite.TFLiteConverter.from_saved_model = staticmethod(
+        killed_on_second_call(tf.lite.TFLiteConverter.from_saved_model))
+elif point == "rename":
+    tf.io.gfile.rename = killed_on_second_call(
+        tf.io.gfile.rename, lambda source, *rest: ".tflite.partial-" in source)
+else:
+    sys.exit(f"unknown POINT {point!r}: converter or rename")
+sys.exit(cli.convert_main(arguments))
