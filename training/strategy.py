@@ -86,7 +86,7 @@ def tpu_strategy(tpu, timeout_s=TPU_CONNECT_TIMEOUT_S):
     return _bounded(connect, timeout_s, f"TPU {tpu!r}")
 
 
-def get_strategy(kind="auto", tpu=None):
+def get_strategy(kind="auto", tpu=None, connect_timeout_s=None):
     """Returns the tf.distribute strategy to train under (see the module docstring for the order).
 
     Args:
