@@ -30,7 +30,7 @@ def start(args, env=None, **kwargs):
 def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
     """subprocess.run from the repository root with a timeout that ends in SIGKILL.
 
-    A TF worker whose peer never starts waits forever and ignores SIGTERM.
+    A test must end even when the code under test hangs.
     """
     process = start(args, env, **kwargs)
     try:

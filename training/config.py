@@ -178,7 +178,7 @@ SETTINGS = {
     "strategy": Setting("auto", one_of(*STRATEGY_KINDS), "see training/strategy.py"),
     "tpu": Setting(None, text(optional=True), "TPU name, grpc://host:port or 'local'"),
     "cluster_connect_timeout_s": Setting(
-        300.0, number(minimum=1, below=float("inf")), "how long workers wait for each other"
+        300.0, number(minimum=1, below=float("inf")), "how long cluster tasks wait for each other"
     ),
     # Bookkeeping.
     "seed": Setting(0, integer(0)),

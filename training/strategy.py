@@ -27,15 +27,17 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context
 
+from training.config import DEFAULTS, STRATEGY_KINDS
+
 log = logging.getLogger(__name__)
 
 # TPUClusterResolver blocks forever on an unreachable gRPC address or a metadata server
 # that never answers: every TPU call below runs under this bound.
 TPU_CONNECT_TIMEOUT_S = 60.0
 # Long enough for a scheduler to start every task of a cluster, short enough that a task
-# whose peer never comes up says so instead of holding its machine.
-CLUSTER_CONNECT_TIMEOUT_S = 300.0
+# whose peer never comes up says so instead of holding its machine (training/config.py).
 CLUSTER_CONNECT_SETTING = "cluster_connect_timeout_s"
+CLUSTER_CONNECT_TIMEOUT_S = DEFAULTS[CLUSTER_CONNECT_SETTING]
 # Tasks that take part in MultiWorkerMirroredStrategy's collectives (an evaluator does not).
 CLUSTER_JOBS = ("chief", "worker")
 # A peer that is up answers a TCP connect on its own network within milliseconds.
@@ -44,7 +46,6 @@ _PROBE_INTERVAL_S = 0.5
 # Once every peer answers, TF's registration needs a few seconds (a peer that answered may
 # still be setting up its devices); it never gets less than this, even near the timeout.
 _REGISTER_MIN_S = 30.0
-STRATEGY_KINDS = ("auto", "tpu", "multi_worker", "mirrored", "default")
 
 
 class StrategyError(RuntimeError):
