@@ -22,6 +22,7 @@ _NATIVE_LOG = re.compile(rb"^[IWE]\d{4} \d+:\d+:[\d.]+\s+\d+ [\w./-]+:\d+\] ")
 _NOISE = (
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     b"INFO: Created TensorFlow Lite XNNPACK delegate",
+    b"fully_quantize: ",  # the TFLite calibrator's settings, once per full-integer model
     b"To enable the following instructions:",
 )
 _filter = {}
