@@ -195,7 +195,7 @@ def emit(table, record, args):
 def compute_dtype_gelu(layers):
     """`layers` whose Activations follow the global dtype policy: keras_mixer before its GELU fix.
 
-    The "before" of the slow-path fix (issue 5, item 4): keras_mixer computes its GELU in
+    The "before" of the bfloat16 GELU slow-path fix: keras_mixer computes its GELU in
     float32; under `mixed_bfloat16` this builds the GELU in bfloat16 as the first release
     did, so both can be measured in one run. The function is unchanged in float32 models.
     See docs/benchmarks.md, "Slow path".
