@@ -11,6 +11,19 @@ step python -m benchmarks.tflite_latency --variants S/16 B/16
 step python -m benchmarks.patch_scaling --variant S/16 --repeats 3
 # Input pipeline (issue 5, item 4): alone, and feeding fit, including RandAugment's before/after.
 step python -m benchmarks.input_pipeline
+# Image folders (training/image_folder.py): run() to the first step, and the indexing alone, on
+# 20,000 small JPEGs and on 2,000 photo-size ones; then the same script against the code before
+# it (dff2be2: run() lists the folder three times and checks files with PIL), back to back.
+photos=(--width 500 --height 375 --train-images 1800 --test-images 200)
+step python -m benchmarks.first_step
+step python -m benchmarks.first_step "${photos[@]}"
+before=$(mktemp -d)
+git worktree add --detach "$before/code" dff2be2  # a checkout, so each line records its commit
+cp benchmarks/first_step.py "$before/"
+step env PYTHONPATH="$before/code" python "$before/first_step.py" --results-dir benchmarks/results
+step env PYTHONPATH="$before/code" python "$before/first_step.py" --results-dir benchmarks/results \
+    "${photos[@]}"
+git worktree remove --force "$before/code" && rm -r "$before"
 # Slow path (issue 5, item 4): the GELU in bfloat16 (before the fix) vs float32 (as shipped),
 # back to back.
 step python -m benchmarks.train_throughput --variants S/32 S/16 B/16 --modes graph \

@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks import (
     common,
+    first_step,
     flops,
     inference_throughput,
     input_pipeline,
@@ -276,3 +277,12 @@ def test_report_renders_tables_and_small_pngs(capsys, tmp_path):
     )
     for name in ("benchmarks_inference.png", "benchmarks_patch_scaling.png"):
         assert 0 < os.path.getsize(tmp_path / "docs" / name) < 200_000
+
+
+def test_first_step_quick_times_run_to_its_first_step(capsys, tmp_path):
+    records = run(first_step, capsys, tmp_path)
+    assert [r["measure"] for r in records] == ["index", "first_step"]
+    for record in records:
+        check_summary(record["seconds"])
+        assert record["seconds"]["min_s"] > 0 and record["images"] == 200
+    assert len(list((tmp_path / "first_step_32x32_10x180+20").glob("*/*/*.jpg"))) == 200
