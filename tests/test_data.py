@@ -162,3 +162,21 @@ def test_paper_recipes_build_their_augmented_pipelines(tmp_path):
     assert augment.randaugment_factor(15) == 0.5  # the paper's magnitude: mid-scale
     with pytest.raises(ValueError, match="randaugment magnitude=31 is outside 0..30"):
         augment.randaugment_factor(31)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+@pytest.mark.parametrize("num_channels", [1, 3])
+def test_every_png_mode_feeds_the_model_its_channels(tmp_path, mode, num_channels):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        Image.new(mode, (8, 8), color=(90,) * len(mode)).save(tmp_path / split / "a" / "0.png")
+    config = recipes.get_recipe(
+        "digits", dataset=str(tmp_path), image_size=8, num_channels=num_channels, batch_size=1,
+        random_shift=0,
+    )
+    for training in (True, False):
+        images, _ = next(iter(data.make_dataset(config, "train", training=training)))
+        assert images.shape == (1, 8, 8, num_channels)
+        np.testing.assert_allclose(images.numpy(), 90, atol=1)  # gray 90 stays 90, alpha dropped

@@ -17,15 +17,17 @@ def image_size(config):
 
 
 def _decode(encoded, num_channels):
+    """Any image file as `num_channels` channels: gray (1), gray with alpha (2), RGB (3) or
+    RGBA (4) in; alpha dropped, gray tiled to RGB or RGB reduced to gray as the model needs."""
     image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
-    channels = tf.shape(image)[-1]
+    is_gray = tf.shape(image)[-1] <= 2
     if num_channels == 1:
         image = tf.cond(
-            channels == 1, lambda: image, lambda: tf.image.rgb_to_grayscale(image[..., :3])
+            is_gray, lambda: image[..., :1], lambda: tf.image.rgb_to_grayscale(image[..., :3])
         )
     else:
         image = tf.cond(
-            channels == 1, lambda: tf.image.grayscale_to_rgb(image), lambda: image[..., :3]
+            is_gray, lambda: tf.image.grayscale_to_rgb(image[..., :1]), lambda: image[..., :3]
         )
     image.set_shape([None, None, num_channels])
     return image
