@@ -18,11 +18,11 @@ Decisions:
   decoder can say a file will decode mid-epoch: PIL's `Image.verify()` passes a JPEG cut in
   half that TensorFlow then rejects (`jpeg::Uncompress failed`), ending the run. Files it
   rejects are skipped before training and reported once (one warning per split, and
-  `skipped_files`). The decode runs in parallel through tf.data. Measured on 2 cores, files in
-  the page cache (docs/benchmarks.md, "Image folders: time to the first step"): 20,000 32x32
-  JPEGs index in 1.15 s, as long as the three PIL passes of the code before; 500x375 photos at
-  ~1,800 a second, 8x slower than those passes, so an ImageNet-size folder costs ~12 minutes
-  at the start of every run there.
+  `skipped_files`). The decode runs in parallel through tf.data; it costs one decode per
+  image at the start of each run (process), which is cheap for small files and the price of
+  never dying mid-epoch for large photos (docs/benchmarks.md, "Image folders: time to the
+  first step", has the measured cost; an ImageNet-size folder on a 2-core machine takes
+  minutes).
 - Hidden entries (names starting with ".": .ipynb_checkpoints/, .DS_Store, macOS's ._x.jpg)
   are never classes or images; files without an image extension are ignored, silently.
 """
