@@ -141,7 +141,7 @@ def open_run_data(config, class_names=None):
     source's own order is used. `make_dataset(config, split, *, training, batch_size)` is
     training's pipeline over that one source.
     """
-    from training import data  # export depends on training for its data only
+    from training import data  # the pipeline the model was trained on
 
     source = data.open_source(config, class_names=class_names)
     names = class_names or source.class_names

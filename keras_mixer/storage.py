@@ -5,13 +5,14 @@ Every path may be local or a filesystem TensorFlow knows (`gs://`, `ram://`, ...
 path that may be remote.
 
 Writes are atomic: content goes to a hidden partial file beside the target
-(`.NAME.partial-PID-XXXX`), then is renamed over it, so a SIGKILL at any moment leaves
-either the previous file or the new one, never half of one. A successful write also
-removes the partials that killed writers of the same name left behind. Libraries that can
-only write local files (h5py, matplotlib, Keras's zip writer, the TFLite converter) write
-into a local scratch folder first (`staged_file`, `staged_dir`); scratch folders live in
-the system temp folder as `keras-mixer-PID-XXXX` and the next one made removes those of
-processes that no longer run.
+(`.partial-PID-XXXX.NAME`: the name's own suffix stays last, as Keras and h5py require of
+the files they write), then is renamed over it, so a SIGKILL at any moment leaves either the
+previous file or the new one, never half of one. A successful write also removes the
+partials that killed writers of the same name left behind. Libraries that can only write
+local files (h5py, Keras's zip writer, the TFLite converter) write the partial file itself
+when the target is local, and into a local scratch folder when it is remote (`staged_file`,
+`staged_dir`); scratch folders live in the system temp folder as `keras-mixer-PID-XXXX`,
+and the next one made removes those of processes that no longer run.
 """
 
 import contextlib
@@ -24,7 +25,7 @@ import shutil
 import tempfile
 
 SCRATCH_PREFIX = "keras-mixer-"
-_PARTIAL = ".partial-"
+_PARTIAL = ".partial-"  # a partial file's name starts with it: hidden
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -59,12 +60,23 @@ def basename(path):
     return posixpath.basename(os.fspath(path).rstrip("/"))
 
 
+def _checked(function, path):
+    """`function(path)` with the file system's own errors (a bucket that does not exist, no
+    permission) as one StorageError naming the path."""
+    import tensorflow as tf
+
+    try:
+        return function(os.fspath(path))
+    except tf.errors.OpError as error:
+        raise StorageError(f"cannot read {os.fspath(path)!r}: {error.message}") from None
+
+
 def exists(path):
-    return _gfile().exists(os.fspath(path))
+    return _checked(_gfile().exists, path)
 
 
 def isdir(path):
-    return _gfile().isdir(os.fspath(path))
+    return _checked(_gfile().isdir, path)
 
 
 def makedirs(path):
@@ -86,36 +98,43 @@ def read_json(path):
 
 
 def _partial_name(path):
-    return join(dirname(path), f".{basename(path)}{_PARTIAL}{os.getpid()}-{secrets.token_hex(3)}")
+    return join(dirname(path), f"{_PARTIAL}{os.getpid()}-{secrets.token_hex(3)}.{basename(path)}")
 
 
-def _remove_partials(path, keep=None):
+def _remove_partials(path):
     """Removes the partial files or folders of `path` that earlier, killed writers left."""
-    gfile, directory, prefix = _gfile(), dirname(path), f".{basename(path)}{_PARTIAL}"
+    gfile, directory = _gfile(), dirname(path)
+    partial = re.compile(rf"^{re.escape(_PARTIAL)}\d+-[0-9a-f]+\.{re.escape(basename(path))}$")
     if not gfile.isdir(directory):
         return
     for name in gfile.listdir(directory):
-        name = name.rstrip("/")
-        candidate = join(directory, name)
-        if name.startswith(prefix) and candidate != keep:
+        candidate = join(directory, name.rstrip("/"))
+        if partial.match(name.rstrip("/")):
             (gfile.rmtree if gfile.isdir(candidate) else gfile.remove)(candidate)
 
 
-def write_atomically(path, content):
-    """Writes bytes or text to `path` (local or remote): a partial file, then a rename."""
+@contextlib.contextmanager
+def _published(path):
+    """Yields the partial name to fill; on success renames it over `path` (local or remote)."""
     gfile, path = _gfile(), os.fspath(path)
     gfile.makedirs(dirname(path))
     partial = _partial_name(path)
     try:
-        with gfile.GFile(partial, "wb" if isinstance(content, bytes) else "w") as file:
-            file.write(content)
+        yield partial
         gfile.rename(partial, path, overwrite=True)
     except BaseException:
         if gfile.exists(partial):
             gfile.remove(partial)
         raise
     _remove_partials(path)
-    return path
+
+
+def write_atomically(path, content):
+    """Writes bytes or text to `path` (local or remote): a partial file, then a rename."""
+    with _published(path) as partial:
+        with _gfile().GFile(partial, "wb" if isinstance(content, bytes) else "w") as file:
+            file.write(content)
+    return os.fspath(path)
 
 
 def write_json(path, value):
@@ -152,12 +171,20 @@ def scratch_dir():
 
 @contextlib.contextmanager
 def staged_file(path):
-    """Yields a local file name to write; on success its bytes land atomically at `path`."""
+    """Yields a local file name to write; on success the file lands atomically at `path`.
+
+    Local: the yielded name is the partial file itself (no copy). Remote: a scratch file,
+    copied to the partial name beside `path`, then renamed.
+    """
+    if not is_remote(path):
+        with _published(path) as partial:
+            yield partial
+        return
     with scratch_dir() as scratch:
         local = os.path.join(scratch, basename(path))
         yield local
-        with open(local, "rb") as file:
-            write_atomically(path, file.read())
+        with _published(path) as partial:
+            _gfile().copy(local, partial, overwrite=True)
 
 
 @contextlib.contextmanager
@@ -176,7 +203,9 @@ def local_copy(path):
 def staged_dir(path, entry_file=None):
     """Yields a local folder to fill; on success it replaces the folder `path`.
 
-    Local: the filled folder is renamed over `path` (atomic). Remote stores have no folder
+    Local: the old folder is renamed aside, the filled one into place, the old one removed:
+    a kill leaves the old folder or the new one at `path` (or, between the two renames, the
+    old one under its partial name, removed by the next write). Remote stores have no folder
     rename: the files are copied into a partial folder, `path` is removed, and the partial
     folder's files are renamed into place with `entry_file` (what readers open first, e.g.
     `saved_model.pb`) last, so that a folder with its entry file is always complete.
@@ -186,11 +215,12 @@ def staged_dir(path, entry_file=None):
     if not is_remote(path):
         partial = _partial_name(path)
         os.makedirs(partial)
+        previous = _partial_name(path)
         try:
             yield partial
             os.chmod(partial, 0o755)
             if os.path.isdir(path):
-                shutil.rmtree(path)
+                os.replace(path, previous)
             os.replace(partial, path)
         finally:
             shutil.rmtree(partial, ignore_errors=True)

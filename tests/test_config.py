@@ -21,8 +21,9 @@ def test_every_default_passes_its_own_check_and_every_recipe_is_complete():
         ("epochs", 2.5, "epochs=2.5 must be an integer >= 1"),
         ("epochs", True, "epochs=true must be an integer >= 1"),
         ("batch_size", -1, "batch_size=-1 must be an integer >= 1"),
-        ("learning_rate", -0.1, "learning_rate=-0.1 must be a number >= 0"),
-        ("label_smoothing", 1.0, "label_smoothing=1.0 must be a number >= 0 and < 1"),
+        ("learning_rate", -0.1, "learning_rate=-0.1 must be a finite number >= 0"),
+        ("weight_decay", float("inf"), "weight_decay=Infinity must be a finite number >= 0"),
+        ("label_smoothing", 1.0, "label_smoothing=1.0 must be a finite number >= 0 and < 1"),
         ("num_classes", 0, "num_classes=0 must be an integer >= 1 or null"),
         ("image_size", [16], "image_size=[16] must be a positive integer or [height, width]"),
         ("num_channels", 2, "num_channels=2 must be one of 1, 3"),
@@ -33,13 +34,22 @@ def test_every_default_passes_its_own_check_and_every_recipe_is_complete():
         ("model", {"hidden_dim": 0}, "an object of positive integers (['hidden_dim'] are not)"),
         ("randaugment", {"num_ops": 2, "magnitude": 31}, "magnitude\": 0..30"),
         ("random_flip", "no", 'random_flip="no" must be true or false'),
-        ("cluster_connect_timeout_s", 0, "cluster_connect_timeout_s=0 must be a number >= 1"),
+        ("cluster_connect_timeout_s", 0, "cluster_connect_timeout_s=0 must be a finite number >= 1"),
     ],
 )
 def test_a_bad_value_names_the_key_the_value_and_what_it_must_be(key, value, expected):
     with pytest.raises(ConfigError, match="^config ") as error:
         config_lib.check({key: value})
     assert expected in str(error.value) and "--set " in str(error.value)
+
+
+def test_init_needs_rgb_and_tuples_compare_equal_to_their_json():
+    with pytest.raises(ConfigError, match="takes RGB images, but num_channels=1"):
+        config_lib.check({"init": "Mixer-B_16.npz", "num_channels": 1})
+    # A tuple from Python and the list config.json gives back are the same run.
+    assert config_lib.check({"image_size": (16, 16)}) == config_lib.check({"image_size": [16, 16]})
+    with pytest.raises(ConfigError, match="JSON values only"):
+        config_lib.check({"dataset": object()})
 
 
 def test_unknown_keys_and_missing_architecture_are_named():

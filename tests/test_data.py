@@ -97,7 +97,7 @@ def test_input_pipelines_split_the_global_batch_without_overlap(data_dir):
 
 def test_class_names(data_dir):
     config = config_lib.check({"dataset": "sklearn_digits", "data_dir": data_dir})
-    assert data.class_names(config) == [str(d) for d in range(10)]
+    assert data.open_source(config).class_names == [str(d) for d in range(10)]
 
 
 def test_unprepared_tfds_dataset_fails_fast_with_how_to(tmp_path):
@@ -158,7 +158,8 @@ def test_paper_recipes_build_their_augmented_pipelines(tmp_path):
     assert labels.shape == (4, 2) and plain_labels.shape == (4,)
     np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, atol=1e-6)
     assert np.all(labels.numpy() >= 0)
-    first_batch("finetune")
+    images, labels = first_batch("finetune")  # inception crop and flips, integer labels
+    assert images.shape == (4, 16, 16, 3) and labels.dtype == tf.int32
     assert augment.randaugment_factor(15) == 0.5  # the paper's magnitude: mid-scale
     with pytest.raises(ValueError, match="randaugment magnitude=31 is outside 0..30"):
         augment.randaugment_factor(31)

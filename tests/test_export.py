@@ -392,7 +392,8 @@ def test_killed_export_leaves_nothing_behind_once_rerun(killed_then_rerun):
     # What the kills left: a scratch SavedModel folder, a complete .tflite under its partial name.
     assert [name for name in left["converter"]["temp"]
             if name.startswith(storage.SCRATCH_PREFIX)], left
-    assert [name for name in left["rename"]["out"] if name.startswith(".fp16.tflite.partial-")]
+    assert [name for name in left["rename"]["out"]
+            if name.startswith(".partial-") and name.endswith(".fp16.tflite")]
     assert code == 0, output
     assert not [name for name in os.listdir(out) if ".partial-" in name]
     assert not [name for name in os.listdir(temp) if name.startswith(storage.SCRATCH_PREFIX)]

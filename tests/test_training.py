@@ -190,11 +190,11 @@ def test_kill_during_the_final_save_leaves_no_partial_model(data_dir, tmp_path):
     assert code == -signal.SIGKILL, output[-3000:]
     # The new model.keras was complete under its partial name; the kill came before the rename.
     assert not (run_dir / "model.keras").exists() and not (run_dir / "metrics.json").exists()
-    assert [p.name for p in run_dir.glob(".model.keras.partial-*")]
+    assert [p.name for p in run_dir.glob(".partial-*.model.keras")]
     code, output = run_bounded(program("kill_in_final_save", data_dir, run_dir, "none"))
     assert code == 0, output[-3000:]
     assert keras.models.load_model(run_dir / "model.keras").num_classes == 10
-    assert not list(run_dir.glob(".*partial-*"))  # the rerun removed what the kill left
+    assert not list(run_dir.glob(".partial-*"))  # the rerun removed what the kill left
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +238,7 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
             pytest.fail("multi-worker training did not finish in time (workers killed)")
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
+    assert "run: None" in outputs[1] and f"run: {tmp_path / 'run0'}" in outputs[0]
     worker0, worker1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
     worker0 = [worker0[k] for k in worker0.files]
     worker1 = [worker1[k] for k in worker1.files]
@@ -360,6 +361,8 @@ def test_cli_bad_input_is_one_line_without_a_traceback(data_dir, tmp_path):
         (["--set", "epoch=3"], "unknown config key(s) ['epoch']"),
         (["--set", "seed"], "expected KEY=VALUE"),
         (["--recipe", "imagenet"], "unknown recipe 'imagenet'"),
+        (["--init", "/nonexistent/Mixer-B_16.npz"], "'/nonexistent/Mixer-B_16.npz' does not exist"),
+        (["--set", "init=/x/Mixer-B_16.npz"], "takes RGB images, but num_channels=1"),
     ],
 )
 def test_cli_refuses_bad_values_before_writing_anything(
@@ -384,17 +387,26 @@ def test_cli_refuses_a_run_dir_that_is_a_file_or_cannot_be_written(data_dir, tmp
     assert f"cannot write to '{a_file / 'run'}'" in capsys.readouterr().err
 
 
-def test_cli_ends_by_running_the_export_command_on_the_run(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("litert_installed", [True, False])
+def test_cli_ends_by_running_the_export_command_on_the_run(
+    data_dir, tmp_path, monkeypatch, capsys, litert_installed
+):
     calls = []
-    monkeypatch.setattr(train.subprocess, "call", lambda command, env: calls.append(command) or 0)
+    monkeypatch.setattr(train.subprocess, "call", lambda command, env: calls.append(command) or 7)
+    find_spec = train.importlib.util.find_spec
+    monkeypatch.setattr(  # the TPU stack has no LiteRT: the export is skipped, not failed
+        train.importlib.util, "find_spec",
+        lambda name: find_spec("json") if litert_installed else None,
+    )
     code = train.main(
         ["--run-dir", str(tmp_path), "--data-dir", data_dir, "--epochs", "1",
          "--set", f"model={json.dumps(TINY)}", "--set", "jit_compile=false",
          "--set", "validate_every_epoch=false"]
     )
-    assert code == 0
-    if calls:  # where LiteRT is installed (not on the TPU stack, which skips the export)
-        assert calls == [[sys.executable, "-m", "export.convert", str(tmp_path), "--out",
-                          os.path.join(str(tmp_path), "export")]]
+    if litert_installed:  # export's command on the run, and its exit code
+        assert code == 7 and calls == [[sys.executable, "-m", "export.convert", str(tmp_path),
+                                        "--out", os.path.join(str(tmp_path), "export")]]
+    else:
+        assert code == 0 and calls == [] and "Export skipped" in capsys.readouterr().out
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"] == TINY and config["epochs"] == 1 and config["data_dir"] == data_dir

@@ -7,6 +7,8 @@ stateful generators.
 
 import tensorflow as tf
 
+from training.config import RANDAUGMENT_MAX_MAGNITUDE, uses_dense_labels
+
 # ImageNet-style evaluation: resize so the crop is 87.5% of the shorter side (224 / 256).
 CENTER_CROP_FRACTION = 0.875
 
@@ -76,10 +78,6 @@ def preprocess(image, seed, config, training, randaugment=None):
     if randaugment is not None:
         image = randaugment(image, seed)
     return tf.clip_by_value(image, 0.0, 255.0)
-
-
-# RandAugment's magnitude scale: integers 0..30 (Cubuk et al., 2020; the paper's 15 is mid-scale).
-RANDAUGMENT_MAX_MAGNITUDE = 30
 
 
 def randaugment_factor(magnitude):
@@ -155,8 +153,7 @@ def augment_batches(ds, config, num_classes):
     """mixup and label smoothing with Keras's own layer (training only)."""
     import keras
 
-    if config["mixup_alpha"] or config["label_smoothing"]:
-        num_classes = config["num_classes"] or num_classes
+    if uses_dense_labels(config):
         ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
     if config["mixup_alpha"]:
         mix_up = keras.layers.MixUp(alpha=config["mixup_alpha"], seed=config["seed"], dtype="float32")

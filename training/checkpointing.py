@@ -32,15 +32,15 @@ def _seed_states(model):
 
 
 class StepBackup(keras.callbacks.Callback):
-    """Saves the run's state every `every_steps` steps and at each epoch's end.
+    """Saves the run's state every `every_steps` steps and at each epoch's end (the chief).
 
     `history` is the list of finished epochs' metrics (restored with the weights).
     """
 
-    def __init__(self, backup_dir, every_steps, steps_per_epoch, write):
+    def __init__(self, backup_dir, every_steps, steps_per_epoch, chief):
         super().__init__()
         self.backup_dir, self.every_steps = backup_dir, every_steps
-        self.steps_per_epoch, self.write = steps_per_epoch, write
+        self.steps_per_epoch, self.chief = steps_per_epoch, chief
         self.path = storage.join(backup_dir, CHECKPOINT)
         self.history = []
         self.saved_step = 0
@@ -54,7 +54,7 @@ class StepBackup(keras.callbacks.Callback):
             model.load_weights(local)
             with h5py.File(local, "r") as h5:
                 states = [np.asarray(state) for _, state in sorted(h5.get(_SEED_STATES, {}).items())]
-                self.history = json.loads(h5.attrs.get(_HISTORY, "[]"))
+                self.history = json.loads(h5[_HISTORY][()]) if _HISTORY in h5 else []
         for variable, state in zip(_seed_states(model), states):
             variable.assign(state)
         self.saved_step = int(model.optimizer.iterations.numpy())
@@ -62,7 +62,7 @@ class StepBackup(keras.callbacks.Callback):
 
     def save(self):
         step = int(self.model.optimizer.iterations.numpy())
-        if step == self.saved_step or not self.write:
+        if step == self.saved_step or not self.chief:  # only the chief writes
             self.saved_step = step
             return
         self.saved_step = step
@@ -72,7 +72,8 @@ class StepBackup(keras.callbacks.Callback):
                 group = h5.create_group(_SEED_STATES)
                 for index, variable in enumerate(_seed_states(self.model)):
                     group.create_dataset(f"{index:04d}", data=np.asarray(variable.numpy()))
-                h5.attrs[_HISTORY] = json.dumps(self.history)
+                # A dataset, not an attribute: attributes stop at 64 KB (a long run's history).
+                h5.create_dataset(_HISTORY, data=json.dumps(self.history))
         position = {
             "step": step,
             "epoch": step // self.steps_per_epoch,

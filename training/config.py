@@ -9,7 +9,6 @@ so a config says only what the user chose and two runs are the same run when the
 are equal.
 """
 
-import copy
 import dataclasses
 import json
 import math
@@ -20,6 +19,8 @@ from training.errors import ConfigError
 
 STRATEGY_KINDS = ("auto", "tpu", "multi_worker", "mirrored", "default")
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+# RandAugment's magnitude scale: 0..30 (Cubuk et al., 2020; the paper's 15 is mid-scale).
+RANDAUGMENT_MAX_MAGNITUDE = 30
 ARCHITECTURE_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
 
 
@@ -48,12 +49,12 @@ def integer(minimum=None, maximum=None, optional=False):
 
 def number(minimum=None, maximum=None, below=None):
     def accepts(value):
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
         ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
         ok = ok and (below is None or value < below)
         if not ok:
             bounds = _bounds(minimum, maximum) + (f" and < {below}" if below is not None else "")
-            return f"a number{bounds}"
+            return f"a finite number{bounds}"
         return None
 
     return accepts
@@ -114,10 +115,13 @@ def randaugment(value):
         and _is_int(value["num_ops"])
         and value["num_ops"] >= 1
         and isinstance(value["magnitude"], numbers.Real)
-        and 0 <= value["magnitude"] <= 30
+        and 0 <= value["magnitude"] <= RANDAUGMENT_MAX_MAGNITUDE
     ):
         return None
-    return 'null or {"num_ops": >= 1, "magnitude": 0..30} (RandAugment\'s scale; the paper uses 15)'
+    return (
+        f'null or {{"num_ops": >= 1, "magnitude": 0..{RANDAUGMENT_MAX_MAGNITUDE}}} '
+        "(RandAugment's scale; the paper uses 15)"
+    )
 
 
 def jit_compile(value):
@@ -163,7 +167,7 @@ SETTINGS = {
     "batch_size": Setting(4096, integer(1), "global: split across replicas"),
     "epochs": Setting(300, integer(1)),
     "optimizer": Setting("adam", one_of("adam", "sgd"), "adam is AdamW when weight_decay > 0"),
-    "learning_rate": Setting(1e-3, number(below=float("inf"), minimum=0)),
+    "learning_rate": Setting(1e-3, number(0)),
     "beta_1": Setting(0.9, number(0, below=1)),
     "beta_2": Setting(0.999, number(0, below=1)),
     "momentum": Setting(0.9, number(0, below=1)),
@@ -178,7 +182,7 @@ SETTINGS = {
     "strategy": Setting("auto", one_of(*STRATEGY_KINDS), "see training/strategy.py"),
     "tpu": Setting(None, text(optional=True), "TPU name, grpc://host:port or 'local'"),
     "cluster_connect_timeout_s": Setting(
-        300.0, number(minimum=1, below=float("inf")), "how long cluster tasks wait for each other"
+        300.0, number(1), "how long cluster tasks wait for each other"
     ),
     # Bookkeeping.
     "seed": Setting(0, integer(0)),
@@ -206,7 +210,10 @@ def check(config):
         raise ConfigError(
             f"unknown config key(s) {unknown}. Known keys: {', '.join(sorted(SETTINGS))}."
         )
-    complete = {**copy.deepcopy(DEFAULTS), **copy.deepcopy(config)}
+    try:  # a JSON copy: what config.json will hold, tuples as lists, so runs compare equal
+        complete = json.loads(json.dumps({**DEFAULTS, **config}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"a run config holds JSON values only ({error}).") from None
     for key, setting in SETTINGS.items():
         expected = setting.accepts(complete[key])
         if expected:
@@ -214,6 +221,12 @@ def check(config):
                 f"config {key}={json.dumps(complete[key])} must be {expected} "
                 f"(e.g. --set {key}={json.dumps(setting.default)})."
             )
+    if complete["init"] and complete["num_channels"] != 3:
+        raise ConfigError(
+            f"config init={json.dumps(complete['init'])} is an official checkpoint, which takes "
+            f"RGB images, but num_channels={complete['num_channels']}: set --set num_channels=3 "
+            "(gray images are tiled to RGB)."
+        )
     if not complete["variant"]:
         missing = [key for key in ARCHITECTURE_KEYS if key not in complete["model"]]
         if missing:
@@ -222,6 +235,11 @@ def check(config):
                 f"{', '.join(ARCHITECTURE_KEYS)} in --set model='{{...}}'."
             )
     return complete
+
+
+def uses_dense_labels(config):
+    """Whether training labels are one-hot floats (mixup, label smoothing), not class ids."""
+    return bool(config["mixup_alpha"] or config["label_smoothing"])
 
 
 def architecture_of(config):

@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from training import augment, sources
 
-# The sources are part of the data contract: `data.open_source`, `data.class_names`.
-from training.sources import class_names, open_source  # noqa: F401
+# The sources are part of the data contract: `data.open_source(config).class_names`.
+from training.sources import open_source  # noqa: F401
 
 # How each epoch's per-example seeds are spaced: seed * EPOCH_SEED_STRIDE + epoch.
 EPOCH_SEED_STRIDE = 100_003
@@ -117,8 +117,13 @@ def make_dataset(
         )
     ds = ds.batch(replica_batch, drop_remainder=training or bool(drop_remainder))
     if training:
-        ds = augment.augment_batches(ds, config, len(source.class_names))
+        ds = augment.augment_batches(ds, config, num_classes(config, source))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def num_classes(config, source):
+    """The model's number of classes: the config's, or the dataset's when it sets none."""
+    return config["num_classes"] or len(source.class_names)
 
 
 def _training_examples(

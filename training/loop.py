@@ -22,8 +22,9 @@ from training import results, workarounds
 from training import run_dir as run_dir_lib
 from training import strategy as strategy_lib
 from training.checkpointing import CHECKPOINT, StepBackup
+from training.config import uses_dense_labels
 from training.errors import ConfigError
-from training.optimization import make_loss_and_metrics, make_optimizer, uses_dense_labels
+from training.optimization import make_loss_and_metrics, make_optimizer
 from training.steps import EpochSteps
 
 log = logging.getLogger("training")
@@ -34,7 +35,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
-    """Trains as `config` says and returns the run directory (training/run_dir.py).
+    """Trains as `config` says and returns the run directory (training/run_dir.py), or None
+    on the workers of a cluster that are not its chief (they write nothing).
 
     Args:
         config: dict. A run config, e.g. `training.recipes.get_recipe("digits", epochs=5)`;
@@ -58,26 +60,27 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
     chief = strategy_lib.is_chief(strategy)
     resuming = storage.exists(storage.join(run_dir, run_dir_lib.BACKUP, CHECKPOINT))
     previous = run_dir_lib.read_info(run_dir) if resuming else None
-    # A resumed run keeps its class index even if folders were added since.
+    # A resumed run keeps the class index it recorded (a class folder added since is an error).
     source = data_lib.open_source(config, class_names=previous and previous["class_names"])
     info = describe(config, source, strategy)
-    if chief:
-        if resuming:
-            check_same_run(run_dir, config, info)
-        storage.check_writable(run_dir, "--run-dir")
-        storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
-        storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
+    if chief and resuming:
+        check_same_run(run_dir, config, info)
 
     keras.utils.set_random_seed(config["seed"])
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["dtype_policy"])
     try:
-        model = compiled_model(config, info, strategy)
+        model = compiled_model(config, info, strategy)  # an --init checkpoint is checked here
+        if chief:
+            storage.check_writable(run_dir, "--run-dir")
+            storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
+            storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
         history = fit(model, strategy, config, info, source, run_dir, chief, verbose, callbacks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-    if chief:
-        results.finish(model, config, info, source, run_dir, history)
+    if not chief:
+        return None
+    results.finish(model, config, info, source, run_dir, history)
     return run_dir
 
 
@@ -85,7 +88,7 @@ def describe(config, source, strategy):
     """What the data and the machine decide (run_info.json), after checking that they fit the
     config: label range, image size vs patch size, batch split, batch vs examples."""
     class_names = list(source.class_names)
-    num_classes = config["num_classes"] or len(class_names)
+    num_classes = data_lib.num_classes(config, source)
     if len(class_names) > num_classes:
         raise ConfigError(
             f"dataset {config['dataset']!r} has labels 0..{len(class_names) - 1} but the model "
@@ -109,11 +112,20 @@ def describe(config, source, strategy):
             f"batch_size={batch_size} is larger than the {train_examples} training examples of "
             f"{config['dataset']!r}: lower batch_size."
         )
+    test_examples = source.num_examples(config["test_split"])
+    if config["validate_every_epoch"] and _evaluation_drops_remainder(strategy):
+        if test_examples < batch_size:
+            raise ConfigError(
+                f"the {test_examples} examples of test_split {config['test_split']!r} are fewer "
+                f"than one batch of {batch_size}, and {strategy_lib.strategy_name(strategy)} "
+                "validates whole batches only: lower batch_size, or set validate_every_epoch "
+                "to false (metrics.json still covers the whole test split)."
+            )
     return {
         "class_names": class_names,
         "num_classes": num_classes,
         "train_examples": train_examples,
-        "test_examples": source.num_examples(config["test_split"]),
+        "test_examples": test_examples,
         "skipped_files": list(source.skipped_files),
         "steps_per_epoch": steps_per_epoch,
         "total_steps": steps_per_epoch * config["epochs"],
@@ -192,12 +204,19 @@ def _on_tpu(strategy):
     return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
+def _evaluation_drops_remainder(strategy):
+    """Replicas need equal per-replica batches (and the mirrored evaluation budget counts whole
+    batches, training/workarounds.py): validation then drops the last, partial batch."""
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    return strategy.num_replicas_in_sync > 1 or _on_tpu(strategy) or isinstance(strategy, mirrored)
+
+
 def distributed_dataset(strategy, config, source, split, one_hot=False, **kwargs):
     # The function form shards per input pipeline (worker) and batches per replica.
     def dataset_fn(context):
         ds = data_lib.make_dataset(config, split, source=source, input_context=context, **kwargs)
         if one_hot:  # evaluation labels in the form the training loss takes (mixup, smoothing)
-            num_classes = config["num_classes"] or len(source.class_names)
+            num_classes = data_lib.num_classes(config, source)
             ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
         return ds
 
@@ -209,7 +228,8 @@ def fit(model, strategy, config, info, source, run_dir, chief, verbose, extra_ca
     steps_per_epoch, epochs = info["steps_per_epoch"], config["epochs"]
     backup_dir = storage.join(run_dir, run_dir_lib.BACKUP)
     backup = StepBackup(backup_dir, config["checkpoint_every_steps"], steps_per_epoch, chief)
-    step = backup.restore(model)
+    with strategy.scope():  # the optimizer's variables are made here, as replicas need them
+        step = backup.restore(model)
     first_epoch, start = divmod(step, steps_per_epoch)
     if step >= info["total_steps"]:
         return backup.history  # a finished run: its results are written again, the same
@@ -233,11 +253,10 @@ def fit(model, strategy, config, info, source, run_dir, chief, verbose, extra_ca
         ]
     validation = None
     if config["validate_every_epoch"]:
-        # Several replicas need equal per-replica batches: evaluation drops the remainder
-        # here; the final metrics.json covers the whole test split.
+        # The final metrics.json covers the whole test split, whatever validation drops.
         validation = distributed_dataset(
             strategy, config, source, config["test_split"], training=False,
-            drop_remainder=strategy.num_replicas_in_sync > 1 or _on_tpu(strategy),
+            drop_remainder=_evaluation_drops_remainder(strategy),
             one_hot=uses_dense_labels(config),
         )
         workarounds.fix_mirrored_evaluation_steps(

@@ -2,6 +2,8 @@
 
 import keras
 
+from training.config import uses_dense_labels
+
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -57,10 +59,6 @@ def make_optimizer(config, total_steps):
         global_clipnorm=clip,
         weight_decay=config["weight_decay"] or None,
     )
-
-
-def uses_dense_labels(config):
-    return bool(config["mixup_alpha"] or config["label_smoothing"])
 
 
 def make_loss_and_metrics(config):

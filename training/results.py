@@ -1,5 +1,7 @@
 """What a finished run leaves: model.keras, metrics.json on the whole test split, the curves."""
 
+import io
+
 import keras
 import numpy as np
 
@@ -72,6 +74,9 @@ def plot_curves(history, png_path):
         if axis.get_legend_handles_labels()[0]:
             axis.legend()
     figure.tight_layout()
-    with storage.staged_file(png_path) as local:
-        figure.savefig(local, format="png", dpi=100)
-    plt.close(figure)
+    png = io.BytesIO()
+    try:
+        figure.savefig(png, format="png", dpi=100)
+    finally:
+        plt.close(figure)
+    storage.write_atomically(png_path, png.getvalue())

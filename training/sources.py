@@ -142,13 +142,3 @@ def open_source(config, class_names=None):
     if image_folder.is_image_folder(config["dataset"]):
         return FolderSource(config, class_names)
     return TfdsSource(config)
-
-
-def class_names(config):
-    """The class names of the configured dataset, in label order (what labels.txt lists).
-
-    Example:
-    >>> class_names(training.config.check({"dataset": "sklearn_digits"}))
-    ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']
-    """
-    return open_source(config).class_names

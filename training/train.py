@@ -36,11 +36,16 @@ CONFIG_FLAGS = (
 
 
 def parse_args(argv=None):
-    from training.config import DTYPE_POLICIES, STRATEGY_KINDS
+    from training.config import DTYPE_POLICIES, SETTINGS, STRATEGY_KINDS
 
+    settings = "\n".join(
+        f"  {key} = {json.dumps(setting.default)}" + (f"  ({setting.help})" if setting.help else "")
+        for key, setting in SETTINGS.items()
+    )
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
         description=__doc__.split("\n\n")[0],
+        epilog=f"config keys for --set (training/config.py), with their defaults:\n{settings}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -149,7 +154,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume.", file=sys.stderr, flush=True)
         return 130
-    return 0 if args.no_export else export_run(run_dir, verbose=args.verbose)
+    if args.no_export or run_dir is None:  # None: a cluster worker that is not the chief
+        return 0
+    return export_run(run_dir, verbose=args.verbose)
 
 
 if __name__ == "__main__":

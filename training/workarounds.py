@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from training.augment import image_size
-from training.optimization import uses_dense_labels
+from training.config import uses_dense_labels
 from training.steps import StepsPerExecution
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,9 @@ if point == "converter":
         killed_on_second_call(tf.lite.TFLiteConverter.from_saved_model))
 elif point == "rename":
     tf.io.gfile.rename = killed_on_second_call(
-        tf.io.gfile.rename, lambda source, *rest: ".tflite.partial-" in source)
+        tf.io.gfile.rename,
+        lambda source, *rest: os.path.basename(source).startswith(".partial-")
+        and source.endswith(".tflite"))
 else:
     sys.exit(f"unknown POINT {point!r}: converter or rename")
 sys.exit(cli.convert_main(arguments))

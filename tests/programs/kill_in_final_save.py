@@ -3,8 +3,8 @@
     python tests/programs/kill_in_final_save.py DATA_DIR RUN_DIR [FILE]
 
 FILE (default model.keras): the process kills itself when the complete new file sits
-under its partial name, just before the rename that would put it in place. Without FILE
-argument "none", it runs to the end.
+under its partial name, just before the rename that would put it in place. With FILE
+"none" nothing matches, and the run goes to its end.
 """
 
 import os
@@ -12,9 +12,9 @@ import signal
 import sys
 
 import tensorflow as tf
-from helpers import TINY
+from helpers import digits_config
 
-from training import recipes, train
+from training import train
 
 data_dir, run_dir = sys.argv[1:3]
 target = sys.argv[3] if len(sys.argv) > 3 else "model.keras"
@@ -28,8 +28,4 @@ def rename_or_die(source, destination, overwrite=False):
 
 
 tf.io.gfile.rename = rename_or_die
-config = recipes.get_recipe(
-    "digits", data_dir=data_dir, model=TINY, epochs=1, jit_compile=False, image_size=8,
-    validate_every_epoch=False,
-)
-train.run(config, run_dir, verbose=0)
+train.run(digits_config(data_dir, epochs=1, validate_every_epoch=False), run_dir, verbose=0)
