@@ -1,8 +1,11 @@
 """What several test modules share: the tiny Mixer, image folders, bounded subprocesses."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ PROGRAMS = os.path.join(REPO, "tests", "programs")
 # A tiny Mixer (not a paper variant): 4x4 patches, 2 blocks.
 TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
 SUBPROCESS_TIMEOUT_S = 300
+# The digits recipe's training split and batch size (training/recipes.py).
+DIGITS_STEPS_PER_EPOCH = 1433 // 64
 # What a test subprocess sees: the repository and tests/ (for helpers) importable, TF quiet.
 ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -45,6 +50,18 @@ def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
 def program(name, *args):
     """The command line of the test program tests/programs/NAME.py."""
     return [sys.executable, os.path.join(PROGRAMS, f"{name}.py"), *map(str, args)]
+
+
+def train_on_one_and_two_replicas(data_dir, out_dir, env=None):
+    """Runs tests/programs/two_replicas.py under `env`; returns its output and the final
+    weights of the one-replica and the two-replica run."""
+    code, output = run_bounded(program("two_replicas", data_dir, out_dir), env=env)
+    assert code == 0, output[-3000:]
+    one, two = (np.load(os.path.join(out_dir, f"{name}.npz")) for name in ("one", "two"))
+    one, two = ([npz[key] for key in npz.files] for npz in (one, two))
+    # The steps did change the weights (the test could fail).
+    assert max(float(np.max(np.abs(w))) for w in one[-2:]) > 1e-3
+    return output, one, two
 
 
 def max_abs_difference(weights_a, weights_b):
@@ -88,3 +105,56 @@ def digits_config(data_dir, **overrides):
         label_smoothing=0.0, random_shift=0,
     )
     return recipes.get_recipe("digits", **{**settings, **overrides})
+
+
+def weights_of(run_dir):
+    import keras
+
+    return keras.models.load_model(os.path.join(run_dir, "model.keras")).get_weights()
+
+
+def kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, env=None):
+    """SIGKILLs tests/programs/resume.py (under `env`) mid-epoch, a few steps after a
+    checkpoint; reruns it; checks that it redid at most `checkpoint_every_steps` steps and
+    ends with the weights of an uninterrupted run."""
+    epochs, every = 3, 4
+    progress = tmp_path / "progress"
+
+    def command(run_dir, delay):
+        return program("resume", data_dir, run_dir, progress, delay, steps_per_execution)
+
+    run_dir = tmp_path / "preempted"
+    process = start(command(run_dir, 0.15), env)
+    step_file = run_dir / "backup" / "step.json"
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    try:
+        # Kill in the middle of the second epoch, a few steps after a checkpoint.
+        while time.monotonic() < deadline:
+            if step_file.exists() and progress.exists():
+                saved = json.loads(step_file.read_text())
+                reached = int(progress.read_text() or 0)
+                if saved["epoch"] == 1 and 0 < saved["step_in_epoch"] and reached > saved["step"]:
+                    break
+            assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("no mid-epoch checkpoint appeared in time")
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.communicate()
+    killed_at = int(progress.read_text())
+    saved = json.loads(step_file.read_text())
+    assert not (run_dir / "model.keras").exists()
+    assert 0 < saved["step_in_epoch"] and killed_at - saved["step"] <= every + steps_per_execution
+
+    code, output = run_bounded(command(run_dir, 0.0), env=env)
+    assert code == 0, output[-3000:]
+    code, output = run_bounded(command(tmp_path / "uninterrupted", 0.0), env=env)
+    assert code == 0, output[-3000:]
+
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["steps"] == DIGITS_STEPS_PER_EPOCH * epochs and resumed["epochs"] == epochs
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
+    expected = weights_of(tmp_path / "uninterrupted")
+    assert max_abs_difference(weights_of(run_dir), expected) <= 1e-6

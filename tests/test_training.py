@@ -5,6 +5,7 @@ within a stated tolerance), resume against an uninterrupted run. Every subproces
 bounded by a timeout that ends in SIGKILL (tests/helpers.py).
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,24 +14,27 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import (
+    DIGITS_STEPS_PER_EPOCH,
     SUBPROCESS_TIMEOUT_S,
     TINY,
     digits_config,
+    kill_mid_epoch_and_resume,
     max_abs_difference,
     program,
     run_bounded,
     start,
+    train_on_one_and_two_replicas,
+    weights_of,
 )
 
 from keras_mixer import storage
-from training import data, loop, optimization, train
+from training import data, loop, optimization, strategy, train
 from training.errors import ConfigError
 
 # float32 sums over 2 replicas vs 1 differ in rounding only; 5 AdamW steps measured 7e-8.
@@ -38,12 +42,7 @@ MIRRORED_ATOL = 1e-6
 # The rounding grows with the steps: 10 steps measured 8e-7 with Keras's one step per call and
 # 1.4e-6 with 4 unrolled steps per call. One AdamW step more or less moves weights by ~1e-3.
 MIRRORED_10_STEPS_ATOL = 5e-6
-DIGITS_STEPS_PER_EPOCH = 1433 // 64
 NATIVE_LOG_LINE = r"^[IWE]\d{4} \d+:\d+:[\d.]+\s+\d+ \S+:\d+\]"
-
-
-def weights_of(run_dir):
-    return keras.models.load_model(os.path.join(run_dir, "model.keras")).get_weights()
 
 
 def test_warmup_linear_decay_schedule():
@@ -55,12 +54,12 @@ def test_warmup_linear_decay_schedule():
 
 def test_what_the_data_decides_is_checked_before_training(data_dir):
     source = data.open_source(digits_config(data_dir))
-    default = tf.distribute.get_strategy()
+    default = strategy.placement(tf.distribute.get_strategy())
     with pytest.raises(ConfigError, match="num_classes >= 10"):
         loop.describe(digits_config(data_dir, num_classes=5), source, default)
     with pytest.raises(ConfigError, match="multiples of patch_size=4"):
         loop.describe(digits_config(data_dir, image_size=10), source, default)
-    two_replicas = types.SimpleNamespace(num_replicas_in_sync=2)
+    two_replicas = dataclasses.replace(default, num_replicas=2)
     with pytest.raises(ConfigError, match="does not split evenly across 2 replicas"):
         loop.describe(digits_config(data_dir, batch_size=63), source, two_replicas)
     with pytest.raises(ConfigError, match="larger than the 1433 training examples"):
@@ -202,15 +201,9 @@ def test_kill_during_the_final_save_leaves_no_partial_model(data_dir, tmp_path):
 
 
 def test_mirrored_over_two_cpus_matches_default_strategy(data_dir, tmp_path):
-    code, output = run_bounded(program("mirrored", data_dir, tmp_path))
-    assert code == 0, output[-3000:]
-    assert "default 1 10" in output and "mirrored 2 10" in output
-    default, mirrored = (np.load(tmp_path / f"{name}.npz") for name in ("default", "mirrored"))
-    default = [default[k] for k in default.files]
-    mirrored = [mirrored[k] for k in mirrored.files]
-    assert max_abs_difference(default, mirrored) <= MIRRORED_10_STEPS_ATOL
-    # The steps did change the weights (the test could fail).
-    assert max(float(np.max(np.abs(w))) for w in default[-2:]) > 1e-3
+    output, one, two = train_on_one_and_two_replicas(data_dir, tmp_path)
+    assert "one 1 10 default" in output and "two 2 10 MirroredStrategy" in output
+    assert max_abs_difference(one, two) <= MIRRORED_10_STEPS_ATOL
 
 
 def free_port():
@@ -266,47 +259,7 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("steps_per_execution", [1, 3])
 def test_sigkill_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path, steps_per_execution):
-    epochs, every = 3, 4
-    progress = tmp_path / "progress"
-
-    def command(run_dir, delay):
-        return program("resume", data_dir, run_dir, progress, delay, steps_per_execution)
-
-    run_dir = tmp_path / "preempted"
-    process = start(command(run_dir, 0.15))
-    step_file = run_dir / "backup" / "step.json"
-    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-    try:
-        # Kill in the middle of the second epoch, a few steps after a checkpoint.
-        while time.monotonic() < deadline:
-            if step_file.exists() and progress.exists():
-                saved = json.loads(step_file.read_text())
-                reached = int(progress.read_text() or 0)
-                if saved["epoch"] == 1 and 0 < saved["step_in_epoch"] and reached > saved["step"]:
-                    break
-            assert process.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.02)
-        else:
-            pytest.fail("no mid-epoch checkpoint appeared in time")
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.communicate()
-    killed_at = int(progress.read_text())
-    saved = json.loads(step_file.read_text())
-    assert not (run_dir / "model.keras").exists()
-    assert 0 < saved["step_in_epoch"] and killed_at - saved["step"] <= every + steps_per_execution
-
-    code, output = run_bounded(command(run_dir, 0.0))
-    assert code == 0, output[-3000:]
-    code, output = run_bounded(command(tmp_path / "uninterrupted", 0.0))
-    assert code == 0, output[-3000:]
-
-    resumed = json.loads((run_dir / "metrics.json").read_text())
-    assert resumed["steps"] == DIGITS_STEPS_PER_EPOCH * epochs and resumed["epochs"] == epochs
-    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
-    expected = weights_of(tmp_path / "uninterrupted")
-    assert max_abs_difference(weights_of(run_dir), expected) <= 1e-6
+    kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from keras_mixer import storage
+from training import workarounds
 
 CHECKPOINT = "checkpoint.weights.h5"
 STEP = "step.json"
@@ -66,7 +67,7 @@ class StepBackup(keras.callbacks.Callback):
             self.saved_step = step
             return
         self.saved_step = step
-        with storage.staged_file(self.path) as local:
+        with storage.staged_file(self.path) as local, workarounds.saving_on_one_host():
             self.model.save_weights(local)
             with h5py.File(local, "a") as h5:
                 group = h5.create_group(_SEED_STATES)

@@ -18,6 +18,8 @@ from keras_mixer.variants import VARIANTS
 from training.errors import ConfigError
 
 STRATEGY_KINDS = ("auto", "tpu", "multi_worker", "mirrored", "default")
+# The Keras backends a run trains under (training/placement.py); "auto": KERAS_BACKEND's.
+BACKENDS = ("auto", "tensorflow", "jax")
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # RandAugment's magnitude scale: 0..30 (Cubuk et al., 2020; the paper's 15 is mid-scale).
 RANDAUGMENT_MAX_MAGNITUDE = 30
@@ -176,10 +178,17 @@ SETTINGS = {
     "decay": Setting("linear", one_of("linear", "cosine"), "to 0 at the last step"),
     "clip_global_norm": Setting(1.0, number(0), "0: no clipping"),
     # Numerics and placement.
+    "backend": Setting(
+        "auto", one_of(*BACKENDS), "the Keras backend; config.json records the one that ran"
+    ),
     "dtype_policy": Setting("float32", one_of(*DTYPE_POLICIES)),
-    "jit_compile": Setting("auto", jit_compile, '"auto": XLA on TPU and GPU only'),
+    "jit_compile": Setting(
+        "auto", jit_compile, '"auto": XLA on TPU and GPU only (always under JAX)'
+    ),
     "steps_per_execution": Setting(1, integer(1)),
-    "strategy": Setting("auto", one_of(*STRATEGY_KINDS), "see training/strategy.py"),
+    "strategy": Setting(
+        "auto", one_of(*STRATEGY_KINDS), "TensorFlow's tf.distribute: training/strategy.py"
+    ),
     "tpu": Setting(None, text(optional=True), "TPU name, grpc://host:port or 'local'"),
     "cluster_connect_timeout_s": Setting(
         300.0, number(1), "how long cluster tasks wait for each other"

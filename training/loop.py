@@ -4,7 +4,8 @@ Preemption: the data position is the optimizer's step counter. Epoch `e` reads a
 that is a pure function of `(seed, e)` (training/data.py); a restarted run loads `backup/`
 (training/checkpointing.py) and starts the stream at its step, so it redoes at most
 `checkpoint_every_steps` steps and, with the same seed, ends with the same weights as an
-uninterrupted run. The run directory's files are listed in training/run_dir.py.
+uninterrupted run. The run directory's files are listed in training/run_dir.py; where the
+replicas live, under TensorFlow or JAX, is training/placement.py.
 """
 
 import logging
@@ -20,11 +21,11 @@ from training import config as config_lib
 from training import data as data_lib
 from training import results, workarounds
 from training import run_dir as run_dir_lib
-from training import strategy as strategy_lib
 from training.checkpointing import CHECKPOINT, StepBackup
 from training.config import uses_dense_labels
 from training.errors import ConfigError
 from training.optimization import make_loss_and_metrics, make_optimizer
+from training.placement import get_placement, resolve_backend
 from training.steps import EpochSteps
 
 log = logging.getLogger("training")
@@ -43,7 +44,9 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
             checked (training/config.py) before anything is written.
         run_dir: str. Where to write, local or remote (gs://); defaults to `runs/<recipe>`.
             A directory holding a checkpoint of the same run resumes from it.
-        strategy: tf.distribute.Strategy. Defaults to what training/strategy.py picks.
+        strategy: where the replicas live (training/placement.py): a tf.distribute.Strategy
+            under TensorFlow, a keras.distribution.Distribution under JAX. Defaults to what
+            training/strategy.py or training/distribution.py picks for the machine.
         verbose: Keras fit verbosity ("auto": progress bar).
         callbacks: extra Keras callbacks for `fit`.
 
@@ -51,18 +54,17 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
     >>> run_dir = training.train.run(training.recipes.get_recipe("digits"), "runs/digits")
     """
     config = config_lib.check(config)
+    config = {**config, "backend": resolve_backend(config["backend"])}
     run_dir = os.fspath(run_dir or os.path.join("runs", config.get("recipe") or "run"))
     if storage.exists(run_dir) and not storage.isdir(run_dir):
         raise ConfigError(f"--run-dir {run_dir!r} is a file: choose a folder for the run.")
-    strategy = strategy or strategy_lib.get_strategy(
-        config["strategy"], config["tpu"], connect_timeout_s=config["cluster_connect_timeout_s"]
-    )
-    chief = strategy_lib.is_chief(strategy)
+    placement = get_placement(config, strategy)
+    chief = placement.chief
     resuming = storage.exists(storage.join(run_dir, run_dir_lib.BACKUP, CHECKPOINT))
     previous = run_dir_lib.read_info(run_dir) if resuming else None
     # A resumed run keeps the class index it recorded (a class folder added since is an error).
     source = data_lib.open_source(config, class_names=previous and previous["class_names"])
-    info = describe(config, source, strategy)
+    info = describe(config, source, placement)
     if chief and resuming:
         check_same_run(run_dir, config, info)
 
@@ -70,12 +72,13 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["dtype_policy"])
     try:
-        model = compiled_model(config, info, strategy)  # an --init checkpoint is checked here
-        if chief:
-            storage.check_writable(run_dir, "--run-dir")
-            storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
-            storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
-        history = fit(model, strategy, config, info, source, run_dir, chief, verbose, callbacks)
+        with placement.scope():  # the model, its optimizer and every step live there
+            model = compiled_model(config, info, placement)  # an --init checkpoint is checked
+            if chief:
+                storage.check_writable(run_dir, "--run-dir")
+                storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
+                storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
+            history = fit(model, placement, config, info, source, run_dir, verbose, callbacks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     if not chief:
@@ -84,7 +87,7 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
     return run_dir
 
 
-def describe(config, source, strategy):
+def describe(config, source, placement):
     """What the data and the machine decide (run_info.json), after checking that they fit the
     config: label range, image size vs patch size, batch split, batch vs examples."""
     class_names = list(source.class_names)
@@ -99,7 +102,7 @@ def describe(config, source, strategy):
         patch_grid(config["image_size"], config_lib.architecture_of(config)["patch_size"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    replicas, batch_size = strategy.num_replicas_in_sync, config["batch_size"]
+    replicas, batch_size = placement.num_replicas, config["batch_size"]
     if batch_size % replicas:
         raise ConfigError(
             f"batch_size={batch_size} does not split evenly across {replicas} replicas. Use a "
@@ -113,11 +116,11 @@ def describe(config, source, strategy):
             f"{config['dataset']!r}: lower batch_size."
         )
     test_examples = source.num_examples(config["test_split"])
-    if config["validate_every_epoch"] and _evaluation_drops_remainder(strategy):
+    if config["validate_every_epoch"] and placement.whole_batches:
         if test_examples < batch_size:
             raise ConfigError(
                 f"the {test_examples} examples of test_split {config['test_split']!r} are fewer "
-                f"than one batch of {batch_size}, and {strategy_lib.strategy_name(strategy)} "
+                f"than one batch of {batch_size}, and {placement.name} "
                 "validates whole batches only: lower batch_size, or set validate_every_epoch "
                 "to false (metrics.json still covers the whole test split)."
             )
@@ -130,7 +133,8 @@ def describe(config, source, strategy):
         "steps_per_epoch": steps_per_epoch,
         "total_steps": steps_per_epoch * config["epochs"],
         "num_replicas": replicas,
-        "strategy": strategy_lib.strategy_name(strategy),
+        "strategy": placement.name,
+        "device_mesh": placement.device_mesh,
     }
 
 
@@ -149,18 +153,18 @@ def check_same_run(run_dir, config, info):
         )
 
 
-def compiled_model(config, info, strategy):
-    with strategy.scope():
-        model = build_model(config, info["num_classes"])
-        loss, metrics = make_loss_and_metrics(config)
-        model.compile(
-            optimizer=make_optimizer(config, info["total_steps"]),
-            loss=loss,
-            metrics=metrics,
-            jit_compile=resolve_jit_compile(config, strategy),
-            steps_per_execution=config["steps_per_execution"],
-        )
-    workarounds.fix_multi_worker_fit(model, strategy, config, info["num_classes"])
+def compiled_model(config, info, placement):
+    """The run's model, compiled (in `placement.scope()`)."""
+    model = build_model(config, info["num_classes"])
+    loss, metrics = make_loss_and_metrics(config)
+    model.compile(
+        optimizer=make_optimizer(config, info["total_steps"]),
+        loss=loss,
+        metrics=metrics,
+        jit_compile=placement.jit_compile(config["jit_compile"]),
+        steps_per_execution=config["steps_per_execution"],
+    )
+    workarounds.fix_multi_worker_fit(model, placement.strategy, config, info["num_classes"])
     return model
 
 
@@ -184,35 +188,7 @@ def build_model(config, num_classes):
     )
 
 
-def resolve_jit_compile(config, strategy):
-    on_gpu, on_tpu = bool(tf.config.list_logical_devices("GPU")), _on_tpu(strategy)
-    if strategy.num_replicas_in_sync > 1 and not on_gpu and not on_tpu:
-        # "Collectives are not yet implemented for CPU devices when compiling with XLA"
-        # (TF 2.21): several CPU replicas all-reduce outside XLA.
-        if config["jit_compile"] is True:
-            log.warning(
-                "jit_compile=True is not supported for %d CPU replicas; using False.",
-                strategy.num_replicas_in_sync,
-            )
-        return False
-    if config["jit_compile"] != "auto":
-        return config["jit_compile"]
-    return on_tpu or on_gpu
-
-
-def _on_tpu(strategy):
-    return isinstance(strategy, tf.distribute.TPUStrategy)
-
-
-def _evaluation_drops_remainder(strategy):
-    """Replicas need equal per-replica batches (and the mirrored evaluation budget counts whole
-    batches, training/workarounds.py): validation then drops the last, partial batch."""
-    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
-    return strategy.num_replicas_in_sync > 1 or _on_tpu(strategy) or isinstance(strategy, mirrored)
-
-
-def distributed_dataset(strategy, config, source, split, one_hot=False, **kwargs):
-    # The function form shards per input pipeline (worker) and batches per replica.
+def distributed_dataset(placement, config, source, split, one_hot=False, **kwargs):
     def dataset_fn(context):
         ds = data_lib.make_dataset(config, split, source=source, input_context=context, **kwargs)
         if one_hot:  # evaluation labels in the form the training loss takes (mixup, smoothing)
@@ -220,16 +196,16 @@ def distributed_dataset(strategy, config, source, split, one_hot=False, **kwargs
             ds = ds.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
         return ds
 
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    return placement.distribute(dataset_fn)
 
 
-def fit(model, strategy, config, info, source, run_dir, chief, verbose, extra_callbacks):
+def fit(model, placement, config, info, source, run_dir, verbose, extra_callbacks):
     """The one `model.fit` of the run, from wherever the checkpoint left it; the history."""
     steps_per_epoch, epochs = info["steps_per_epoch"], config["epochs"]
     backup_dir = storage.join(run_dir, run_dir_lib.BACKUP)
+    chief = placement.chief
     backup = StepBackup(backup_dir, config["checkpoint_every_steps"], steps_per_epoch, chief)
-    with strategy.scope():  # the optimizer's variables are made here, as replicas need them
-        step = backup.restore(model)
+    step = backup.restore(model)
     first_epoch, start = divmod(step, steps_per_epoch)
     if step >= info["total_steps"]:
         return backup.history  # a finished run: its results are written again, the same
@@ -255,15 +231,15 @@ def fit(model, strategy, config, info, source, run_dir, chief, verbose, extra_ca
     if config["validate_every_epoch"]:
         # The final metrics.json covers the whole test split, whatever validation drops.
         validation = distributed_dataset(
-            strategy, config, source, config["test_split"], training=False,
-            drop_remainder=_evaluation_drops_remainder(strategy),
+            placement, config, source, config["test_split"], training=False,
+            drop_remainder=placement.whole_batches,
             one_hot=uses_dense_labels(config),
         )
         workarounds.fix_mirrored_evaluation_steps(
-            model, strategy, info["test_examples"] // config["batch_size"]
+            model, placement.strategy, info["test_examples"] // config["batch_size"]
         )
     train = distributed_dataset(
-        strategy, config, source, config["train_split"], training=True,
+        placement, config, source, config["train_split"], training=True,
         epoch=first_epoch, start_step=start, epochs=epochs,
     )
     model.fit(

@@ -12,8 +12,12 @@ things would make Keras's epoch drift from the data's, and `EpochSteps` handles 
   until its data runs out, so on a continuous stream the last call of an epoch would run
   into the next one whenever N does not divide the steps per epoch. Here each call runs
   N steps unrolled in one tf.function, and the last call of an epoch only the steps left
-  (`StepsPerExecution`).
+  (`StepsPerExecution`). Under JAX, Keras's multi-step function is a Python loop over the
+  jitted step that stops when its iterator runs out: it is given an iterator of only the
+  steps left (`JaxStepsPerExecution`).
 """
+
+import itertools
 
 import keras
 import tensorflow as tf
@@ -62,6 +66,28 @@ class StepsPerExecution:
         return self.functions[num_steps](iterator, num_steps)
 
 
+class JaxStepsPerExecution:
+    """Keras's JAX train function, given at most `steps_left` batches per call (see above)."""
+
+    def __init__(self, model, steps_per_pass):
+        self.model, self.function = model, model.train_function
+        self.steps_per_pass = self.steps_left = steps_per_pass
+
+    def __call__(self, state, iterator):
+        num_steps = min(self.model.steps_per_execution, self.steps_left)
+        self.steps_left -= num_steps
+        return self.function(state, itertools.islice(iterator, num_steps))
+
+
+def bounded_steps_per_execution(model, steps_per_pass):
+    """The backend's train function that never runs past `steps_left` steps."""
+    if keras.backend.backend() == "jax":
+        return JaxStepsPerExecution(model, steps_per_pass)
+    return StepsPerExecution(
+        model, model.train_step, steps_per_pass, jit_compile=bool(model.jit_compile)
+    )
+
+
 class EpochSteps(keras.callbacks.Callback):
     """Ends each Keras epoch after exactly its steps: `first_epoch_steps` for the first
     (fewer in a resumed run), `steps_per_epoch` for the others.
@@ -77,15 +103,12 @@ class EpochSteps(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.model.steps_per_execution > 1:
-            self.model.train_function = StepsPerExecution(
-                self.model,
-                self.model.train_step,
-                self.steps_per_epoch,
-                jit_compile=bool(self.model.jit_compile),
+            self.model.train_function = bounded_steps_per_execution(
+                self.model, self.steps_per_epoch
             )
 
     def on_epoch_begin(self, epoch, logs=None):
-        if isinstance(self.model.train_function, StepsPerExecution):
+        if isinstance(self.model.train_function, (StepsPerExecution, JaxStepsPerExecution)):
             self.model.train_function.steps_left = self.steps_left
 
     def on_train_batch_end(self, batch, logs=None):

@@ -1,4 +1,5 @@
-"""Picks the tf.distribute strategy for this machine: one function, `get_strategy`.
+"""TensorFlow's placement: picks the tf.distribute strategy for this machine (`get_strategy`)
+and describes it for the loop (`placement`; JAX's is training/distribution.py).
 
     TPU named (--tpu NAME|grpc://ADDR|local) or found on a Cloud TPU VM -> TPUStrategy
     TF_CONFIG describes a cluster of several tasks  -> MultiWorkerMirroredStrategy
@@ -28,6 +29,7 @@ from tensorflow.python.distribute import multi_worker_util
 from tensorflow.python.eager import context
 
 from training.config import DEFAULTS, STRATEGY_KINDS
+from training.placement import Placement
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class StrategyError(RuntimeError):
     """The requested accelerator or cluster cannot be used; the message says what to do."""
 
 
-def _cluster_spec():
+def tf_config_cluster():
     """The cluster TF_CONFIG describes, or None when it describes no cluster of several tasks."""
     tf_config = os.environ.get("TF_CONFIG")
     if not tf_config:
@@ -276,7 +278,7 @@ def multi_worker_strategy(timeout_s=CLUSTER_CONNECT_TIMEOUT_S):
     during that last wait.
     """
     deadline = time.monotonic() + timeout_s
-    cluster = _cluster_spec()
+    cluster = tf_config_cluster()
     if cluster is None:  # this task alone: nobody to wait for
         return tf.distribute.MultiWorkerMirroredStrategy()
     own, tasks = _cluster_tasks(cluster)
@@ -329,7 +331,7 @@ def get_strategy(kind="auto", tpu=None, connect_timeout_s=CLUSTER_CONNECT_TIMEOU
         raise StrategyError(f"strategy {kind!r} is not one of {STRATEGY_KINDS}.")
     if kind == "tpu" or tpu or (kind == "auto" and on_cloud_tpu_vm()):
         return tpu_strategy(tpu or os.environ.get("TPU_NAME") or "local")
-    if kind == "multi_worker" or (kind == "auto" and _cluster_spec()):
+    if kind == "multi_worker" or (kind == "auto" and tf_config_cluster()):
         return multi_worker_strategy(connect_timeout_s)
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -358,4 +360,57 @@ def is_chief(strategy):
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type in (None, "chief") or (
         task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def _on_tpu(strategy):
+    return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def _whole_batches(strategy):
+    """Replicas need equal per-replica batches (and the mirrored evaluation budget counts whole
+    batches, training/workarounds.py): validation then drops the last, partial batch."""
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    return strategy.num_replicas_in_sync > 1 or _on_tpu(strategy) or isinstance(strategy, mirrored)
+
+
+def _jit_compile(strategy):
+    def resolve(requested):
+        on_gpu, on_tpu = bool(tf.config.list_logical_devices("GPU")), _on_tpu(strategy)
+        if strategy.num_replicas_in_sync > 1 and not on_gpu and not on_tpu:
+            # "Collectives are not yet implemented for CPU devices when compiling with XLA"
+            # (TF 2.21): several CPU replicas all-reduce outside XLA.
+            if requested is True:
+                log.warning(
+                    "jit_compile=True is not supported for %d CPU replicas; using False.",
+                    strategy.num_replicas_in_sync,
+                )
+            return False
+        if requested != "auto":
+            return requested
+        return on_tpu or on_gpu
+
+    return resolve
+
+
+def _devices(strategy):
+    try:
+        return list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: TF's first GPU, else the CPU
+        return [(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices())[0].name]
+
+
+def placement(strategy):
+    """The loop's view of a tf.distribute strategy (training/placement.py)."""
+    return Placement(
+        name=strategy_name(strategy),
+        num_replicas=strategy.num_replicas_in_sync,
+        chief=is_chief(strategy),
+        whole_batches=_whole_batches(strategy),
+        jit_compile=_jit_compile(strategy),
+        scope=strategy.scope,
+        # The function form shards per input pipeline (worker) and batches per replica.
+        distribute=strategy.distribute_datasets_from_function,
+        device_mesh={"devices": _devices(strategy)},
+        strategy=strategy,
     )

@@ -1,6 +1,7 @@
-"""Train a Mixer with Keras `fit` under tf.distribute: `python -m training.train` or `run(config)`.
+"""Train a Mixer with Keras `fit`, on TensorFlow or JAX: `python -m training.train` or `run(config)`.
 
     python -m training.train                               # digits, a few minutes on 2 CPU cores
+    python -m training.train --backend jax --recipe i1k --variant B/16 --data-dir gs://B/tfds
     python -m training.train --recipe i1k --variant B/16 --data-dir gs://B/tfds --tpu local
     python -m training.train --recipe finetune --init Mixer-B_16.npz --dataset cifar10
 
@@ -11,6 +12,7 @@ training. Bad input is one line on stderr and exit code 2, before anything is wr
 """
 
 import argparse
+import importlib
 import importlib.util
 import json
 import os
@@ -19,9 +21,40 @@ import sys
 
 from training import console
 
+# The Keras backends this command can select, and the install each one needs.
+BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax"}
+
+
+def select_backend(argv):
+    """Sets KERAS_BACKEND from `--backend NAME` (Keras reads it once, on import) and checks
+    that the backend is installed; returns an error line, or None."""
+    for index, arg in enumerate(argv):
+        name = arg.partition("=")[2] if arg.startswith("--backend=") else None
+        if arg == "--backend" and index + 1 < len(argv):
+            name = argv[index + 1]
+        if name in BACKEND_PACKAGES:
+            os.environ["KERAS_BACKEND"] = name
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    package = BACKEND_PACKAGES.get(backend)
+    if package is None:
+        return None  # Keras's own message (or ours, in training/placement.py) names it
+    try:
+        importlib.import_module(package)
+    except ImportError as error:
+        return (
+            f"KERAS_BACKEND={backend} but {package} does not import ({error}): install it "
+            "(pip install -r requirements.txt; on a Cloud TPU VM -r requirements-tpu-jax.txt)."
+        )
+    return None
+
+
 if __name__ == "__main__":
     # Before TensorFlow is imported: its C++ logs are filtered from the first line on.
     console.configure(verbose="--verbose" in sys.argv[1:])
+    _backend_error = select_backend(sys.argv[1:])
+    if _backend_error:
+        print(f"error: {_backend_error}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 from training.loop import NonFiniteLossError, run  # noqa: E402  (the Python API: train.run)
 from training.recipes import get_recipe  # noqa: E402
@@ -31,12 +64,12 @@ __all__ = ["main", "run"]
 # Flags that set the config key of the same name (dashes for underscores).
 CONFIG_FLAGS = (
     "dataset", "data_dir", "variant", "init", "image_size", "batch_size", "epochs",
-    "learning_rate", "seed", "strategy", "tpu", "dtype_policy",
+    "learning_rate", "seed", "strategy", "tpu", "dtype_policy", "backend",
 )
 
 
 def parse_args(argv=None):
-    from training.config import DTYPE_POLICIES, SETTINGS, STRATEGY_KINDS
+    from training.config import BACKENDS, DTYPE_POLICIES, SETTINGS, STRATEGY_KINDS
 
     settings = "\n".join(
         f"  {key} = {json.dumps(setting.default)}" + (f"  ({setting.help})" if setting.help else "")
@@ -68,7 +101,14 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--strategy", choices=STRATEGY_KINDS)
+    parser.add_argument(
+        "--backend",
+        choices=[name for name in BACKENDS if name != "auto"],
+        help="the Keras backend to train on (sets KERAS_BACKEND; default: KERAS_BACKEND's)",
+    )
+    parser.add_argument(
+        "--strategy", choices=STRATEGY_KINDS, help="TensorFlow's tf.distribute strategy"
+    )
     parser.add_argument("--tpu", help="TPU name, grpc://host:port, or 'local' on a Cloud TPU VM")
     parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES)
     parser.add_argument(
@@ -134,7 +174,9 @@ def export_run(run_dir, verbose=False):
     # The checkout this package is in, for a run started from another directory.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    return subprocess.call(command, env={**os.environ, "PYTHONPATH": path})
+    # Export runs on TensorFlow, which the LiteRT converter needs, whatever trained the run.
+    env = {**os.environ, "PYTHONPATH": path, "KERAS_BACKEND": "tensorflow"}
+    return subprocess.call(command, env=env)
 
 
 def main(argv=None):

@@ -7,6 +7,7 @@ multi-worker, mirrored and ram:// runs) fail if a patch is no longer right. Dele
 once its bug is fixed in the pinned Keras.
 """
 
+import contextlib
 import logging
 
 import keras
@@ -102,3 +103,28 @@ class CSVLogger(keras.callbacks.CSVLogger):
             self.csv_file.close()
             self.csv_file = None
         self.writer = None
+
+
+@contextlib.contextmanager
+def saving_on_one_host():
+    """Lets the chief alone save weights in a multi-host JAX run.
+
+    Keras 3.15's `save_weights` builds a throwaway Optimizer (saving_lib's
+    `get_attr_skipset`), and inside a keras.distribution scope its step variable is placed
+    on every host's devices by `jax.device_put`, which first checks across hosts that the
+    value is the same (multihost_utils.assert_equal): a collective the other hosts never
+    join, so the chief waits forever at its first checkpoint. Outside the distribution the
+    throwaway variable stays on the chief's own device; the model's own variables are
+    only read. Reproduces with two processes joined by keras.distribution.initialize() and
+    `model.save_weights` on process 0 alone (tests/test_jax.py, the two-host run).
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        yield
+        return
+    _check_version("save_weights creating variables under a multi-host distribution")
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
