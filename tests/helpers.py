@@ -1,4 +1,5 @@
-"""What several test modules share: the tiny Mixer, image folders, bounded subprocesses."""
+"""What several test modules share: the tiny Mixer and its reference check, official-layout
+checkpoints, image folders, bounded subprocesses."""
 
 import json
 import os
@@ -14,6 +15,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = os.path.join(REPO, "tests", "programs")
 # A tiny Mixer (not a paper variant): 4x4 patches, 2 blocks.
 TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
+# Float32 Keras against the float64 reference (tests/reference.py): measured ~2e-7 on the tiny
+# model and ~3e-6 on S/32 (logits of magnitude ~2), so 1e-5 relative to the logit scale is
+# float32 round-off level.
+TOLERANCE = 1e-5
 SUBPROCESS_TIMEOUT_S = 300
 # The digits recipe's training split and batch size (training/recipes.py).
 DIGITS_STEPS_PER_EPOCH = 1433 // 64
@@ -69,6 +74,44 @@ def max_abs_difference(weights_a, weights_b):
     return max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(weights_a, weights_b)
     )
+
+
+def random_images(batch, height, width=None, seed=0):
+    """Raw pixels: float32 in [0, 255], NHWC with 3 channels."""
+    return np.random.default_rng(seed).uniform(0, 255, (batch, height, width or height, 3)).astype("float32")
+
+
+def randomize(model, seed=1):
+    """Gives every weight (including the zero-initialised head) random values."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def official_params(model):
+    """A Keras Mixer's weights under the official checkpoint keys, for tests/reference.py."""
+    from keras_mixer.checkpoint import keras_to_official
+
+    return {
+        keras_to_official(layer.name, i): np.asarray(w)
+        for layer in model.layers
+        for i, w in enumerate(layer.get_weights())
+    }
+
+
+def write_checkpoint(directory, params, name="ckpt.npz"):
+    """Writes `params` (official keys) as an .npz, the official checkpoints' format."""
+    path = os.path.join(directory, name)
+    np.savez(path, **params)
+    return path
+
+
+def assert_close_to_reference(logits, expected):
+    """Float32 logits within TOLERANCE of the float64 reference, relative to the logit scale."""
+    bound = TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    difference = float(np.abs(np.asarray(logits) - expected).max())
+    assert difference <= bound, f"max logit difference {difference:.2e} exceeds {bound:.2e}"
+    return difference
 
 
 def write_image_folder(root, layout, size=(8, 8), seed=0, extension="png"):

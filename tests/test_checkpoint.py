@@ -11,26 +11,11 @@ from keras_mixer import VARIANTS, load_official_checkpoint
 from keras_mixer.checkpoint import CheckpointError, keras_to_official, official_to_keras
 from reference import mixer_forward, random_official_params
 
-from helpers import TINY
-# Float32 Keras against a float64 reference: measured ~2e-7 on the tiny model and ~3e-6 on S/32
-# (logits of magnitude ~2), so 1e-5 relative to the logit scale is float32 round-off level.
-TOLERANCE = 1e-5
-
-
-def write_checkpoint(tmp_path, params, name="ckpt.npz"):
-    path = os.fspath(tmp_path / name)
-    np.savez(path, **params)
-    return path
-
-
-def raw_images(batch, height, width=None, seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (batch, height, width or height, 3)).astype("float32")
+from helpers import TINY, assert_close_to_reference, random_images, write_checkpoint
 
 
 def assert_matches_reference(model, params, images):
-    expected = mixer_forward(params, (images - 127.5) / 127.5)
-    bound = TOLERANCE * max(1.0, np.abs(expected).max())
-    assert np.abs(np.asarray(model(images)) - expected).max() <= bound
+    assert_close_to_reference(model(images), mixer_forward(params, (images - 127.5) / 127.5))
 
 
 @pytest.fixture
@@ -43,7 +28,7 @@ def test_tiny_checkpoint_logits_match_reference(tiny_checkpoint):
     path, params = tiny_checkpoint
     model = load_official_checkpoint(path, variant=TINY)
     assert model.image_size == (16, 16) and model.num_classes == 7
-    assert_matches_reference(model, params, raw_images(3, 16))
+    assert_matches_reference(model, params, random_images(3, 16))
 
 
 def test_paper_variant_is_inferred_from_the_file(tmp_path):
@@ -52,9 +37,9 @@ def test_paper_variant_is_inferred_from_the_file(tmp_path):
     path = write_checkpoint(tmp_path, params)
     model = load_official_checkpoint(path)
     assert (model.hidden_dim, model.num_blocks, model.image_size) == (512, 8, (64, 64))
-    assert_matches_reference(model, params, raw_images(2, 64))
+    assert_matches_reference(model, params, random_images(2, 64))
     named = load_official_checkpoint(path, variant="S/32")
-    np.testing.assert_array_equal(named(raw_images(1, 64)), model(raw_images(1, 64)))
+    np.testing.assert_array_equal(named(random_images(1, 64)), model(random_images(1, 64)))
 
 
 def test_headless_checkpoint_needs_num_classes(tmp_path):
@@ -87,7 +72,7 @@ def test_new_head_when_num_classes_differs(tiny_checkpoint):
     assert kernel.shape == (16, 3) and not kernel.any() and not bias.any()
     features = load_official_checkpoint(path, variant=TINY, include_top=False)
     headless = {k: v for k, v in params.items() if not k.startswith("head/")}
-    assert_matches_reference(features, headless, raw_images(2, 16))
+    assert_matches_reference(features, headless, random_images(2, 16))
 
 
 def test_higher_resolution_keeps_logits_of_patch_replicated_image(tiny_checkpoint):
@@ -97,11 +82,10 @@ def test_higher_resolution_keeps_logits_of_patch_replicated_image(tiny_checkpoin
     path, params = tiny_checkpoint
     model = load_official_checkpoint(path, variant=TINY, image_size=(32, 48))
     assert model.tokens_mlp_dim == TINY["tokens_mlp_dim"] * 6 and model.num_patches == 96
-    images = raw_images(2, 16)
+    images = random_images(2, 16)
     patches = images.reshape(2, 4, 4, 4, 4, 3)
     replicated = np.repeat(np.repeat(patches, 2, axis=1), 3, axis=3).reshape(2, 32, 48, 3)
-    expected = mixer_forward(params, (images - 127.5) / 127.5)
-    assert np.abs(np.asarray(model(replicated)) - expected).max() <= TOLERANCE * max(1, np.abs(expected).max())
+    assert_close_to_reference(model(replicated), mixer_forward(params, (images - 127.5) / 127.5))
 
 
 def test_resolution_that_is_not_a_multiple_is_a_clear_error(tiny_checkpoint):

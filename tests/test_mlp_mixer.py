@@ -9,28 +9,9 @@ import tensorflow as tf
 import tf_keras
 
 from keras_mixer import MlpMixer, build_mixer, gelu_tanh
-from keras_mixer.checkpoint import keras_to_official
 from reference import mixer_forward
 
-
-def random_images(batch, height, width=None, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(0, 255, (batch, height, width or height, 3)).astype("float32")
-
-
-def randomize(model, seed=1):
-    """Gives every weight (including the zero-initialised head) random values."""
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
-    return model
-
-
-def official_params(model):
-    return {
-        keras_to_official(layer.name, i): np.asarray(w)
-        for layer in model.layers
-        for i, w in enumerate(layer.get_weights())
-    }
+from helpers import official_params, random_images, randomize
 
 
 def test_output_shapes_and_num_patches(tiny_config):
