@@ -1,0 +1,109 @@
+"""Training and inference throughput under Keras's TensorFlow and JAX backends, alternated.
+
+    python -m benchmarks.backends                         # S/16 at 224, batch 32, two rounds
+    python -m benchmarks.backends --variants S/16 B/16 --rounds 2
+    python -m benchmarks.backends --quick
+
+Keras reads KERAS_BACKEND once per process, so each (round, backend) is a subprocess of
+this script (`--backend NAME`), the backends alternating within every round so that both
+see the same machine. Each measures `model.fit` steps (benchmarks/train_throughput.py's
+clock: Adam, one synthetic in-memory batch, warm-up steps dropped) and `predict_on_batch`
+(benchmarks/inference_throughput.py's), in float32 and mixed_bfloat16, in each backend's
+compiled mode: TensorFlow's graph (its CPU default) and XLA, JAX's jit (XLA; JAX has no
+other compiled mode). One JSON line per figure, table "backends", with the round.
+"""
+
+import os
+import subprocess
+import sys
+
+from benchmarks import common
+from benchmarks.flops import mixer_flops
+from benchmarks.inference_throughput import inference_seconds
+from benchmarks.train_throughput import compile_for_benchmark, fit_step_times
+
+BACKENDS = ("tensorflow", "jax")
+# The compiled modes of benchmarks/train_throughput.py that each backend has.
+BACKEND_MODES = {"tensorflow": ("graph", "xla"), "jax": ("xla",)}
+
+
+def measure_backend(args):
+    """This process's figures, under the backend Keras was imported with."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    backend = keras.backend.backend()
+    variants, image_size, num_classes = common.sizes(args)
+    images = common.random_images(args.batch_size, image_size)
+    labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32")
+    batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    for variant in variants:
+        for precision in args.precisions:
+            for mode in BACKEND_MODES[backend]:
+                common.set_precision(precision)
+                model, config = common.build_model(
+                    variant, image_size=image_size, num_classes=num_classes
+                )
+                flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
+                compile_for_benchmark(model, mode=mode)
+                seconds = fit_step_times(model, batch, steps=args.warmup + args.repeats)
+                train_step = common.summarize(seconds[args.warmup :])
+                inference = inference_seconds(
+                    model, images, jit_compile=mode == "xla", repeats=args.repeats,
+                    warmup=args.warmup,
+                )
+                for what, summary, step_flops in (
+                    ("training", train_step, flops["train_step"]),
+                    ("inference", inference, flops["forward"]),
+                ):
+                    common.emit(
+                        "backends",
+                        {
+                            "variant": variant,
+                            "backend": backend,
+                            "what": what,
+                            "mode": mode,
+                            "precision": precision,
+                            "batch_size": args.batch_size,
+                            "image_size": image_size,
+                            "round": args.round,
+                            "step": summary,
+                            "images_per_s": common.rate(args.batch_size, summary),
+                            "gflops": args.batch_size * step_flops / summary["median_s"] / 1e9,
+                        },
+                        args,
+                    )
+    common.set_precision("float32")
+
+
+def main(argv=None):
+    arguments = common.parser(__doc__.splitlines()[0])
+    arguments.add_argument("--variants", nargs="+", default=["S/16"])
+    arguments.add_argument(
+        "--precisions", nargs="+", choices=common.PRECISIONS, default=list(common.PRECISIONS)
+    )
+    arguments.add_argument("--batch-size", type=int, default=32)
+    arguments.add_argument("--image-size", type=int, default=224)
+    arguments.add_argument("--rounds", type=int, default=2)
+    arguments.add_argument("--backend", choices=BACKENDS, help="(internal) measure this one")
+    arguments.add_argument("--round", type=int, default=0, help=argparse_hidden())
+    args, passed = arguments.parse_args(argv), list(argv if argv is not None else sys.argv[1:])
+    if args.backend:
+        return measure_backend(args)
+    for round_index in range(1, (1 if args.quick else args.rounds) + 1):
+        for backend in BACKENDS:
+            command = [sys.executable, "-m", "benchmarks.backends", *passed,
+                       "--backend", backend, "--round", str(round_index)]
+            subprocess.run(command, check=True, env={**os.environ, "KERAS_BACKEND": backend})
+    return None
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
