@@ -339,8 +339,8 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
         An `MlpMixer` that takes raw [0, 255] pixels (`include_rescaling=True`).
 
     Example:
-    >>> model = keras_mixer.load_official_checkpoint("Mixer-B_16.npz", num_classes=10, image_size=448)
-    >>> model = keras_mixer.load_official_checkpoint("mixer_b16_imagenet21k", num_classes=10)
+    >>> model = keras_mixer.load_official_checkpoint("Mixer-B_16.npz", num_classes=10)
+    >>> model = keras_mixer.load_official_checkpoint("mixer_b16_imagenet21k", image_size=448)
     """
     num_classes = _checked_num_classes(num_classes)
     path = os.fspath(path)
@@ -380,11 +380,12 @@ def _read_preset_checkpoint(name, preset):
         hyperparameters, num_patches, num_classes = infer_architecture(params, path)
         expected = presets.architecture(preset)
         expected_patches = (preset.image_size // expected["patch_size"]) ** 2
-        if (hyperparameters, num_patches, num_classes) != (expected, expected_patches, preset.num_classes):
+        found = (hyperparameters, num_patches, num_classes)
+        if found != (expected, expected_patches, preset.num_classes):
             raise CheckpointError(
                 f"{path!r} is not preset {name!r}: its shapes give {hyperparameters} with "
                 f"{num_patches} patches and {num_classes} classes, the preset is {preset.variant} "
-                f"at {preset.image_size} ({expected_patches} patches) with {preset.num_classes} classes."
+                f"at {preset.image_size} ({expected_patches} patches), {preset.num_classes} classes."
             )
     except CheckpointError as error:
         os.remove(path)
@@ -395,8 +396,10 @@ def _read_preset_checkpoint(name, preset):
     return params, path
 
 
-def mixer_from_params(params, path, variant=None, num_classes=None, image_size=None, include_top=True,
-                      **model_arguments):
+def mixer_from_params(
+    params, path, variant=None, num_classes=None, image_size=None, include_top=True,
+    **model_arguments,
+):
     """Builds an `MlpMixer` from official-layout arrays (see `load_official_checkpoint`).
 
     `path` names the arrays' origin in messages; `model_arguments` are further MlpMixer

@@ -134,7 +134,7 @@ def find_preset(name_or_path):
     name = os.fspath(name_or_path)
     if name in PRESETS:
         return PRESETS[name]
-    looks_like_a_path = "/" in name or os.sep in name or name.endswith(".npz") or storage.is_remote(name)
+    looks_like_a_path = "/" in name or os.sep in name or name.endswith(".npz")
     if not looks_like_a_path and not os.path.exists(name):
         raise PresetError(
             f"Unknown preset {name!r}. Known presets: {', '.join(PRESETS)}; or pass the path "
@@ -254,7 +254,9 @@ def read_preset_folder(preset_dir):
     try:
         metadata = storage.read_json(metadata_file)
     except ValueError as error:
-        raise PresetError(f"{metadata_file!r} is not JSON ({error}): write the preset again.") from None
+        raise PresetError(
+            f"{metadata_file!r} is not JSON ({error}): write the preset again."
+        ) from None
     model_file = storage.join(preset_dir, MODEL_FILE)
     try:
         with storage.local_copy(model_file) as local:
