@@ -12,6 +12,10 @@ are flat `.npz` archives whose keys are Flax parameter paths:
 Flax and Keras lay out Conv and Dense kernels the same way (HWIO, (in, out)), so loading
 is renaming: Keras 3 forbids "/" in layer names, and `official_to_keras` /
 `keras_to_official` are the one mapping between the two naming schemes.
+
+Presets (keras_mixer/presets.py) name the released files and fetch them; `load_preset`
+(`MlpMixer.from_preset`) builds a model from a preset's name, or from a preset folder, whose
+weights go through the same construction (`official_params`, then `mixer_from_params`).
 """
 
 import os
