@@ -306,6 +306,17 @@ def test_config_init_names_the_variant_its_preset_needs():
     assert config_lib.check({"init": "mixer_b16_imagenet21k", "variant": "B/16"})["init"]
 
 
+def test_train_command_says_in_one_line_that_a_preset_is_unknown(data_dir, tmp_path, capsys):
+    from training import train
+
+    run_dir = tmp_path / "run"
+    argv = ["--init", "mixer_b16", "--data-dir", data_dir, "--run-dir", str(run_dir), "--no-export"]
+    assert train.main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: Unknown preset 'mixer_b16'. Known presets: mixer_b16_imagenet21k")
+    assert error.count("\n") == 1 and not run_dir.exists()
+
+
 def test_training_from_a_preset_writes_a_preset_folder(offline, data_dir, tmp_path):
     from helpers import digits_config
 
