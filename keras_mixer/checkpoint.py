@@ -402,12 +402,14 @@ def _read_preset_checkpoint(name, preset):
 
 def mixer_from_params(
     params, path, variant=None, num_classes=None, image_size=None, include_top=True,
-    **model_arguments,
+    trained_image_size=None, **model_arguments,
 ):
     """Builds an `MlpMixer` from official-layout arrays (see `load_official_checkpoint`).
 
-    `path` names the arrays' origin in messages; `model_arguments` are further MlpMixer
-    arguments (`include_rescaling`, `num_channels`, `dropout_rate`, ...).
+    `path` names the arrays' origin in messages; `trained_image_size` is the resolution the
+    arrays were trained at (None: the square one their token count gives, as for the official
+    files); `model_arguments` are further MlpMixer arguments (`include_rescaling`,
+    `num_channels`, `dropout_rate`, ...).
     """
     hyperparameters, num_patches, checkpoint_classes = infer_architecture(params, path)
     if variant is None:
@@ -423,7 +425,10 @@ def mixer_from_params(
             )
         hyperparameters = expected
     patch_size = hyperparameters["patch_size"]
-    checkpoint_grid = _checkpoint_grid(num_patches, patch_size, path)
+    if trained_image_size is None:
+        checkpoint_grid = _checkpoint_grid(num_patches, patch_size, path)
+    else:
+        checkpoint_grid = patch_grid(trained_image_size, patch_size)
     if image_size is None:
         image_size = tuple(g * patch_size for g in checkpoint_grid)
     factors = _resolution_factors(checkpoint_grid, patch_grid(image_size, patch_size), patch_size)
@@ -538,8 +543,8 @@ def _load_preset_folder(preset_dir, num_classes, image_size, include_top):
     for key in ("num_classes", "image_size", "include_top"):
         config.pop(key)
     model = mixer_from_params(
-        official_params(saved), preset_dir, architecture, num_classes,
-        saved.image_size if image_size is None else image_size, include_top, **config,
+        official_params(saved), preset_dir, architecture, num_classes, image_size, include_top,
+        trained_image_size=saved.image_size, **config,
     )
     return model, names
 

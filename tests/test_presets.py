@@ -259,6 +259,19 @@ def test_preset_folder_round_trip_on_a_remote_filesystem(offline):
     assert not new_head.get_layer("head").get_weights()[0].any()
 
 
+def test_preset_folder_of_a_non_square_model_takes_a_new_head(tmp_path):
+    model = MlpMixer(**TINY, num_classes=3, image_size=(8, 12), num_channels=1)
+    model.save_to_preset(tmp_path, class_names=["a", "b", "c"])
+    features = MlpMixer(**{**model.mixer_config(), "include_top": False})
+    features.set_weights(model.get_weights()[:-2])
+    new_head = MlpMixer.from_preset(tmp_path, num_classes=5)
+    assert new_head.image_size == (8, 12) and new_head.num_channels == 1
+    assert new_head.output_shape == (None, 5) and new_head.class_names is None
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 12, 1)).astype("float32")
+    no_head = MlpMixer.from_preset(tmp_path, include_top=False)
+    np.testing.assert_allclose(no_head(images), features(images), atol=1e-6)
+
+
 @pytest.mark.parametrize("missing", ["model.keras", "metadata.json"])
 def test_preset_folder_without_a_file_names_it(tmp_path, missing):
     folder = tmp_path / "preset"
