@@ -85,39 +85,28 @@ class Preset:
     source: str
 
 
-# Names, paths and sizes: google-research/vision_transformer, `vit_jax.ipynb` at commit
-# c6de1e5 (the output of `gsutil ls -lh gs://mixer_models/*`), and README.md, section
-# "Available Mixer models" (at 0dfc05e): "Mixer-B/16 and Mixer-L/16 models pre-trained on
-# the ImageNet and ImageNet-21k datasets"; "sam": trained with SAM on ImageNet (2021-07-02);
-# "gsam": trained from scratch with GSAM on ImageNet (2022-06-09). Resolution and classes are
-# those the file sizes give to the float32 parameter counts (e.g. imagenet21k B/16 289.61 MiB
-# = 75,908,739 values: B/16 at 224 with a 21,843-class head), and are checked on every load.
-# No official checksums are published, so a cached file is checked by its shapes.
-_README = "vision_transformer README, Available Mixer models"
-_LISTING = "vit_jax.ipynb bucket listing"
+# Paths and sizes: google-research/vision_transformer, `vit_jax.ipynb` at commit c6de1e5 (the
+# output of `gsutil ls -lh gs://mixer_models/*`); what each file holds: its README.md, section
+# "Available Mixer models" (at 0dfc05e), quoted in each row's `source`. Resolution and classes
+# are those the file sizes give to the float32 parameter counts (e.g. imagenet21k B/16, 289.61
+# MiB = 75,908,739 values: B/16 at 224 with a 21,843-class head; tests/test_presets.py checks
+# every row), and every load checks them against the file's shapes. No official checksums are
+# published.
+_PRETRAINED = "README: Mixer-B/16 and Mixer-L/16 pre-trained on ImageNet and ImageNet-21k"
+_SAM = "README, update 2021-07-02: trained with SAM on ImageNet (.../sam)"
+_GSAM = "README, update 2022-06-09: trained from scratch with GSAM on ImageNet (.../gsam)"
 PRESETS = {
-    "mixer_b16_imagenet21k": Preset(
-        "imagenet21k/Mixer-B_16.npz", "B/16", 224, 21843, IMAGENET_21K, f"{_README}; {_LISTING}"),
-    "mixer_l16_imagenet21k": Preset(
-        "imagenet21k/Mixer-L_16.npz", "L/16", 224, 21843, IMAGENET_21K, f"{_README}; {_LISTING}"),
-    "mixer_b16_imagenet1k": Preset(
-        "imagenet1k/Mixer-B_16.npz", "B/16", 224, 1000, IMAGENET_1K, f"{_README}; {_LISTING}"),
-    "mixer_l16_imagenet1k": Preset(
-        "imagenet1k/Mixer-L_16.npz", "L/16", 224, 1000, IMAGENET_1K, f"{_README}; {_LISTING}"),
-    "mixer_b16_sam_imagenet1k": Preset(
-        "sam/Mixer-B_16.npz", "B/16", 224, 1000, IMAGENET_1K, f"SAM; {_README}; {_LISTING}"),
-    "mixer_b32_sam_imagenet1k": Preset(
-        "sam/Mixer-B_32.npz", "B/32", 224, 1000, IMAGENET_1K, f"SAM; {_README}; {_LISTING}"),
-    "mixer_s8_gsam_imagenet1k": Preset(
-        "gsam/Mixer-S_8.npz", "S/8", 224, 1000, IMAGENET_1K, f"GSAM; {_README}; {_LISTING}"),
-    "mixer_s16_gsam_imagenet1k": Preset(
-        "gsam/Mixer-S_16.npz", "S/16", 224, 1000, IMAGENET_1K, f"GSAM; {_README}; {_LISTING}"),
-    "mixer_s32_gsam_imagenet1k": Preset(
-        "gsam/Mixer-S_32.npz", "S/32", 224, 1000, IMAGENET_1K, f"GSAM; {_README}; {_LISTING}"),
-    "mixer_b16_gsam_imagenet1k": Preset(
-        "gsam/Mixer-B_16.npz", "B/16", 224, 1000, IMAGENET_1K, f"GSAM; {_README}; {_LISTING}"),
-    "mixer_b32_gsam_imagenet1k": Preset(
-        "gsam/Mixer-B_32.npz", "B/32", 224, 1000, IMAGENET_1K, f"GSAM; {_README}; {_LISTING}"),
+    "mixer_b16_imagenet21k": Preset("imagenet21k/Mixer-B_16.npz", "B/16", 224, 21843, IMAGENET_21K, _PRETRAINED),
+    "mixer_l16_imagenet21k": Preset("imagenet21k/Mixer-L_16.npz", "L/16", 224, 21843, IMAGENET_21K, _PRETRAINED),
+    "mixer_b16_imagenet1k": Preset("imagenet1k/Mixer-B_16.npz", "B/16", 224, 1000, IMAGENET_1K, _PRETRAINED),
+    "mixer_l16_imagenet1k": Preset("imagenet1k/Mixer-L_16.npz", "L/16", 224, 1000, IMAGENET_1K, _PRETRAINED),
+    "mixer_b16_sam_imagenet1k": Preset("sam/Mixer-B_16.npz", "B/16", 224, 1000, IMAGENET_1K, _SAM),
+    "mixer_b32_sam_imagenet1k": Preset("sam/Mixer-B_32.npz", "B/32", 224, 1000, IMAGENET_1K, _SAM),
+    "mixer_s8_gsam_imagenet1k": Preset("gsam/Mixer-S_8.npz", "S/8", 224, 1000, IMAGENET_1K, _GSAM),
+    "mixer_s16_gsam_imagenet1k": Preset("gsam/Mixer-S_16.npz", "S/16", 224, 1000, IMAGENET_1K, _GSAM),
+    "mixer_s32_gsam_imagenet1k": Preset("gsam/Mixer-S_32.npz", "S/32", 224, 1000, IMAGENET_1K, _GSAM),
+    "mixer_b16_gsam_imagenet1k": Preset("gsam/Mixer-B_16.npz", "B/16", 224, 1000, IMAGENET_1K, _GSAM),
+    "mixer_b32_gsam_imagenet1k": Preset("gsam/Mixer-B_32.npz", "B/32", 224, 1000, IMAGENET_1K, _GSAM),
 }
 
 
@@ -182,7 +171,13 @@ def checkpoint_file(name):
                 f"hold the official layout: copy {official} there, or unset {MIRROR_VARIABLE} to "
                 f"download {OFFICIAL_URL}/{preset.file}."
             )
-        storage.copy_file(source, target)
+        try:
+            storage.copy_file(source, target)
+        except Exception as error:  # tf.errors.* from the mirror's file system
+            raise PresetError(
+                f"Preset {name!r}: cannot copy {source!r} into the cache "
+                f"({' '.join(str(error).split())[:200]}): check {MIRROR_VARIABLE}={mirror!r}."
+            ) from None
         return target
     url = f"{OFFICIAL_URL}/{preset.file}"
     try:

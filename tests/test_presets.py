@@ -216,6 +216,14 @@ def test_mirror_without_the_file_names_both_paths(offline):
     assert expected in str(error.value)
 
 
+def test_a_mirror_entry_that_cannot_be_copied_is_named(offline):
+    cache, mirror = offline
+    (mirror / "imagenet1k" / "Mixer-T_4.npz").mkdir(parents=True)  # a folder, not the file
+    with pytest.raises(PresetError, match="cannot copy .*Mixer-T_4.npz' into the cache"):
+        MlpMixer.from_preset("tiny_imagenet1k")
+    assert [files for _, _, files in os.walk(cache)] == [[], []]
+
+
 @pytest.mark.parametrize("damage", ["truncated", "another head"])
 def test_a_bad_cached_file_is_deleted_and_fetched_again(offline, damage):
     cache, mirror = offline
