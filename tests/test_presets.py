@@ -289,6 +289,13 @@ def test_preset_folder_without_a_file_names_it(tmp_path, missing):
         MlpMixer.from_preset(folder)
 
 
+def test_preset_folder_of_another_model_says_what_it_holds(tmp_path):
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(tmp_path / "model.keras")
+    (tmp_path / "metadata.json").write_text('{"class_names": null}')
+    with pytest.raises(PresetError, match="holds a Sequential, not a keras_mixer.MlpMixer"):
+        MlpMixer.from_preset(tmp_path)
+
+
 def test_class_names_must_name_every_output(tmp_path):
     with pytest.raises(ValueError, match="2 class names for a model with 3 classes"):
         MlpMixer(**TINY, num_classes=3, image_size=8).save_to_preset(tmp_path, ["a", "b"])
