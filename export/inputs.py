@@ -1,7 +1,8 @@
 """What an export reads: the model, its run config and class names, and the images it uses.
 
 SOURCE is a training run directory (training/run_dir.py: `model.keras`, `config.json`,
-`run_info.json`), a `.keras` file (its run config is the `config.json` beside it, or one
+`run_info.json`), a preset folder (`MlpMixer.save_to_preset`: `model.keras`,
+`metadata.json`), a `.keras` file (its run config is the `config.json` beside it, or one
 given), or a keras_mixer.MlpMixer in memory; paths may be local or remote (`gs://`,
 `ram://`). The run config names the dataset: calibration images come from its training
 split and evaluation images from its test split, both through `training.data`, the
@@ -19,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mixer import storage
+from keras_mixer import presets, storage
 from keras_mixer.mlp_mixer import MlpMixer
 from training import config as config_lib
 from training import run_dir
@@ -121,7 +122,10 @@ def load_run(source, config=None):
         config = config_lib.check(config)
     elif directory is not None:
         config = run_dir.read_config(directory)
-    class_names = run_dir.read_class_names(directory) if directory is not None else None
+    if directory is None:
+        class_names = model.class_names  # a model from MlpMixer.from_preset knows them
+    else:  # a run's class list, else a preset folder's (metadata.json)
+        class_names = run_dir.read_class_names(directory) or presets.read_class_names(directory)
     return Run(model, config, class_names)
 
 

@@ -12,6 +12,10 @@ are flat `.npz` archives whose keys are Flax parameter paths:
 Flax and Keras lay out Conv and Dense kernels the same way (HWIO, (in, out)), so loading
 is renaming: Keras 3 forbids "/" in layer names, and `official_to_keras` /
 `keras_to_official` are the one mapping between the two naming schemes.
+
+Presets (keras_mixer/presets.py) name the released files and fetch them; `load_preset`
+(`MlpMixer.from_preset`) builds a model from a preset's name, or from a preset folder, whose
+weights go through the same construction (`official_params`, then `mixer_from_params`).
 """
 
 import os
@@ -21,8 +25,9 @@ import zlib
 
 import numpy as np
 
+from keras_mixer import presets
 from keras_mixer.mlp_mixer import MlpMixer, image_size_2d, patch_grid
-from keras_mixer.variants import VARIANTS, get_variant
+from keras_mixer.variants import ARCHITECTURE_KEYS, VARIANTS, get_variant
 
 
 class CheckpointError(ValueError):
@@ -321,9 +326,12 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
     """Builds an `MlpMixer` holding the weights of an official MLP-Mixer `.npz` checkpoint.
 
     Args:
-        path: str. The `.npz` file (e.g. `Mixer-B_16.npz` from gs://mixer_models/).
+        path: str. The `.npz` file (e.g. `Mixer-B_16.npz` from gs://mixer_models/), or the
+            name of a built-in preset (`keras_mixer.PRESETS`, e.g. "mixer_b16_imagenet21k"),
+            whose official file is fetched once into Keras's cache (keras_mixer/presets.py).
         variant: None, a name ("B/16") or a dict of hyperparameters. None reads the
-            architecture off the file, which must then be one of `VARIANTS`.
+            architecture off the file, which must then be one of `VARIANTS` (or, for a
+            preset, its row's).
         num_classes: int >= 1 or None. None keeps the checkpoint's head. Any other size
             gets a fresh zero-initialised head (the official fine-tuning recipe). It is
             checked before the file is read, even with include_top=False.
@@ -335,19 +343,74 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
         An `MlpMixer` that takes raw [0, 255] pixels (`include_rescaling=True`).
 
     Example:
-    >>> model = keras_mixer.load_official_checkpoint("Mixer-B_16.npz", num_classes=10, image_size=448)
+    >>> model = keras_mixer.load_official_checkpoint("Mixer-B_16.npz", num_classes=10)
+    >>> model = keras_mixer.load_official_checkpoint("mixer_b16_imagenet21k", image_size=448)
     """
-    if num_classes is not None:
-        # bool is an int subclass, but True is a mistake, not a one-class head.
-        is_int = isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
-        if not is_int or num_classes < 1:
+    num_classes = _checked_num_classes(num_classes)
+    path = os.fspath(path)
+    preset = presets.find_preset(path)
+    if preset is None:
+        params = read_npz(path)
+    else:
+        params, path = _read_preset_checkpoint(path, preset)
+        variant = presets.architecture(preset) if variant is None else variant
+    return mixer_from_params(params, path, variant, num_classes, image_size, include_top)
+
+
+def _checked_num_classes(num_classes):
+    if num_classes is None:
+        return None
+    # bool is an int subclass, but True is a mistake, not a one-class head.
+    is_int = isinstance(num_classes, (int, np.integer)) and not isinstance(num_classes, bool)
+    if not is_int or num_classes < 1:
+        raise CheckpointError(
+            f"num_classes must be a positive int or None; got {num_classes!r}. None keeps the "
+            "checkpoint's head, an int gives a new head of that size, and include_top=False "
+            "gives the pooled features without a head."
+        )
+    return int(num_classes)
+
+
+def _read_preset_checkpoint(name, preset):
+    """`(params, path)` of a preset's cached official file, checked against its row.
+
+    No official checksums are published, so the check is the file's own (every zip member's
+    CRC, finite floats: `read_npz`) and its shapes against the row's architecture, resolution
+    and classes. A cached file that fails is deleted, so the next call fetches it again.
+    """
+    path = presets.checkpoint_file(name)
+    try:
+        params = read_npz(path)
+        hyperparameters, num_patches, num_classes = infer_architecture(params, path)
+        expected = presets.architecture(preset)
+        expected_patches = (preset.image_size // expected["patch_size"]) ** 2
+        found = (hyperparameters, num_patches, num_classes)
+        if found != (expected, expected_patches, preset.num_classes):
             raise CheckpointError(
-                f"num_classes must be a positive int or None; got {num_classes!r}. None keeps the "
-                "checkpoint's head, an int gives a new head of that size, and include_top=False "
-                "gives the pooled features without a head."
+                f"{path!r} is not preset {name!r}: its shapes give {hyperparameters} with "
+                f"{num_patches} patches and {num_classes} classes, the preset is {preset.variant} "
+                f"at {preset.image_size} ({expected_patches} patches), {preset.num_classes} classes."
             )
-        num_classes = int(num_classes)
-    params = read_npz(path)
+    except CheckpointError as error:
+        os.remove(path)
+        raise CheckpointError(
+            f"The cached file of preset {name!r} is unusable, so it was deleted from the cache; "
+            f"load the preset again to fetch it again. {error}"
+        ) from None
+    return params, path
+
+
+def mixer_from_params(
+    params, path, variant=None, num_classes=None, image_size=None, include_top=True,
+    trained_image_size=None, **model_arguments,
+):
+    """Builds an `MlpMixer` from official-layout arrays (see `load_official_checkpoint`).
+
+    `path` names the arrays' origin in messages; `trained_image_size` is the resolution the
+    arrays were trained at (None: the square one their token count gives, as for the official
+    files); `model_arguments` are further MlpMixer arguments (`include_rescaling`,
+    `num_channels`, `dropout_rate`, ...).
+    """
     hyperparameters, num_patches, checkpoint_classes = infer_architecture(params, path)
     if variant is None:
         _match_variant(hyperparameters, path)
@@ -362,7 +425,10 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
             )
         hyperparameters = expected
     patch_size = hyperparameters["patch_size"]
-    checkpoint_grid = _checkpoint_grid(num_patches, patch_size, path)
+    if trained_image_size is None:
+        checkpoint_grid = _checkpoint_grid(num_patches, patch_size, path)
+    else:
+        checkpoint_grid = patch_grid(trained_image_size, patch_size)
     if image_size is None:
         image_size = tuple(g * patch_size for g in checkpoint_grid)
     factors = _resolution_factors(checkpoint_grid, patch_grid(image_size, patch_size), patch_size)
@@ -377,6 +443,7 @@ def load_official_checkpoint(path, variant=None, num_classes=None, image_size=No
         **({"num_classes": num_classes} if include_top else {}),
         image_size=image_size_2d(image_size),
         include_top=include_top,
+        **model_arguments,
     )
 
     # Every key and shape is checked before any weight is assigned: nothing is half-loaded.
@@ -433,3 +500,59 @@ def _checkpoint_shapes(model, num_patches, tokens_mlp_dim):
             suffix = key.split("token_mixing/", 1)[-1]
             shapes[key] = checkpoint_token_mixing[suffix] if "token_mixing/" in key else tuple(weight.shape)
     return shapes
+
+
+def load_preset(preset, num_classes=None, image_size=None, include_top=True):
+    """`MlpMixer.from_preset`: a built-in preset's name, or a folder written by `save_to_preset`.
+
+    The model's `class_names` are the preset's when its head is kept (None for a new head,
+    no head, or a preset without names). A folder's model comes back as saved; asked for
+    another head or resolution, its weights go through the same construction as an official
+    checkpoint's (a new zero head, the paper's token-mixing adaptation).
+    """
+    num_classes = _checked_num_classes(num_classes)
+    row = presets.find_preset(preset)
+    if row is not None:
+        model = load_official_checkpoint(
+            preset, num_classes=num_classes, image_size=image_size, include_top=include_top
+        )
+        names = presets.class_names(row)
+    else:
+        model, names = _load_preset_folder(os.fspath(preset), num_classes, image_size, include_top)
+    # The loaders keep the preset's head exactly when its size is asked for (or none is).
+    head_kept = include_top and names is not None and len(names) == model.num_classes
+    model.class_names = list(names) if head_kept else None
+    return model
+
+
+def _load_preset_folder(preset_dir, num_classes, image_size, include_top):
+    saved, metadata = presets.read_preset_folder(preset_dir)
+    if not isinstance(saved, MlpMixer):
+        raise presets.PresetError(
+            f"{preset_dir!r} holds a {type(saved).__name__}, not a keras_mixer.MlpMixer: a "
+            "preset folder is what MlpMixer.save_to_preset(DIR) writes."
+        )
+    names = metadata.get("class_names")
+    unchanged = include_top == saved.include_top and (
+        image_size is None or image_size_2d(image_size) == saved.image_size
+    )
+    if unchanged and num_classes in (None, saved.num_classes):
+        return saved, names
+    config = saved.mixer_config()
+    architecture = {key: config.pop(key) for key in ARCHITECTURE_KEYS}
+    for key in ("num_classes", "image_size", "include_top"):
+        config.pop(key)
+    model = mixer_from_params(
+        official_params(saved), preset_dir, architecture, num_classes, image_size, include_top,
+        trained_image_size=saved.image_size, **config,
+    )
+    return model, names
+
+
+def official_params(model):
+    """A Keras MlpMixer's weights as official-layout arrays (the inverse of loading)."""
+    return {
+        keras_to_official(layer.name, position): np.asarray(weight)
+        for layer in model.layers
+        for position, weight in enumerate(layer.get_weights())
+    }

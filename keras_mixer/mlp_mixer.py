@@ -27,6 +27,7 @@ Other Dense and Conv kernels use Keras's Glorot-uniform default, as big_vision's
 
 import keras
 
+from keras_mixer import presets as presets_lib
 from keras_mixer.variants import get_variant
 
 LAYER_NORM_EPSILON = 1e-6
@@ -205,6 +206,9 @@ class MlpMixer(keras.Model):
     Reference: Tolstikhin et al., 2021, https://arxiv.org/abs/2105.01601
     """
 
+    # The built-in presets, name -> row (keras_mixer/presets.py); `from_preset` takes any name.
+    presets = presets_lib.PRESETS
+
     def __init__(
         self,
         patch_size,
@@ -241,6 +245,9 @@ class MlpMixer(keras.Model):
         for name, value in config.items():
             setattr(self, name, value)
         self._mixer_arguments = tuple(config)
+        # The names of the head's outputs, when known: from_preset sets them, save_to_preset
+        # writes them. Not an architecture argument, so not in get_config.
+        self.class_names = None
 
     @property
     def num_patches(self):
@@ -270,3 +277,41 @@ class MlpMixer(keras.Model):
         >>> model = MlpMixer.from_variant("S/32", num_classes=10, image_size=(64, 96))
         """
         return cls(**{**get_variant(variant), **overrides})
+
+    @classmethod
+    def from_preset(cls, preset, num_classes=None, image_size=None, include_top=True):
+        """Builds a Mixer from a built-in preset's name or from a preset folder.
+
+        Args:
+            preset: str. A name of `MlpMixer.presets` (an official checkpoint, fetched once
+                into Keras's cache; `KERAS_MIXER_PRESET_MIRROR` names a folder or bucket to
+                fetch from instead), or a folder written by `save_to_preset` (local, gs://).
+            num_classes: int or None. None keeps the preset's head; another size gets a new
+                zero-initialised head.
+            image_size: int, (height, width) or None. A whole multiple of the preset's
+                resolution adapts token mixing (paper, Appendix C).
+            include_top: bool. False returns the pooled features without a head.
+
+        The model's `class_names` are the preset's when its head is kept (ImageNet-1k
+        presets: the 1,000 names; ImageNet-21k presets: None, their list is not included).
+
+        Example:
+        >>> model = MlpMixer.from_preset("mixer_b16_imagenet1k")
+        >>> model.class_names[:2]
+        ['tench', 'goldfish']
+        >>> model = MlpMixer.from_preset("mixer_b16_imagenet21k", num_classes=10, image_size=448)
+        """
+        from keras_mixer import checkpoint  # it builds MlpMixer, so it imports this module
+
+        return checkpoint.load_preset(preset, num_classes, image_size, include_top)
+
+    def save_to_preset(self, preset_dir, class_names=None):
+        """Writes the model as a preset folder (`model.keras`, `metadata.json`), local or gs://.
+
+        `class_names` (one per output) default to the model's own `class_names`.
+        `MlpMixer.from_preset(preset_dir)` gives the model back with them.
+
+        Example:
+        >>> model.save_to_preset("presets/flowers", class_names=["daisy", "rose", "tulip"])
+        """
+        return presets_lib.save_to_preset(self, preset_dir, class_names)

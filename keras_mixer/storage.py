@@ -137,6 +137,13 @@ def write_atomically(path, content):
     return os.fspath(path)
 
 
+def copy_file(source, path):
+    """Copies the file `source` to `path` (each local or remote): a partial file, then a rename."""
+    with _published(path) as partial:
+        _gfile().copy(os.fspath(source), partial, overwrite=True)
+    return os.fspath(path)
+
+
 def write_json(path, value):
     return write_atomically(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -9,6 +9,9 @@ model without its classification head: only the headless counts round to all
 seven values (with a 1,000-class head S/16 would be 19 M and H/14 432 M).
 """
 
+# The MlpMixer arguments a variant sets; the others (head, resolution, ...) are the task's.
+ARCHITECTURE_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
+
 VARIANTS = {
     "S/32": dict(patch_size=32, hidden_dim=512, num_blocks=8, tokens_mlp_dim=256, channels_mlp_dim=2048),
     "S/16": dict(patch_size=16, hidden_dim=512, num_blocks=8, tokens_mlp_dim=256, channels_mlp_dim=2048),

@@ -14,7 +14,8 @@ import json
 import math
 import numbers
 
-from keras_mixer.variants import VARIANTS
+from keras_mixer import presets
+from keras_mixer.variants import ARCHITECTURE_KEYS, VARIANTS
 from training.errors import ConfigError
 
 STRATEGY_KINDS = ("auto", "tpu", "multi_worker", "mirrored", "default")
@@ -23,7 +24,6 @@ BACKENDS = ("auto", "tensorflow", "jax")
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # RandAugment's magnitude scale: 0..30 (Cubuk et al., 2020; the paper's 15 is mid-scale).
 RANDAUGMENT_MAX_MAGNITUDE = 30
-ARCHITECTURE_KEYS = ("patch_size", "hidden_dim", "num_blocks", "tokens_mlp_dim", "channels_mlp_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +164,10 @@ SETTINGS = {
     "model": Setting({}, architecture),
     "dropout_rate": Setting(0.0, number(0, below=1)),
     "stochastic_depth_rate": Setting(0.0, number(0, below=1)),
-    "init": Setting(None, text(optional=True), "official .npz to fine-tune from (a new head)"),
+    "init": Setting(
+        None, text(optional=True),
+        "preset name (keras_mixer.PRESETS) or official .npz to fine-tune from (a new head)",
+    ),
     # Optimisation.
     "batch_size": Setting(4096, integer(1), "global: split across replicas"),
     "epochs": Setting(300, integer(1)),
@@ -243,6 +246,16 @@ def check(config):
                 f"config model is missing {missing}: set variant (e.g. --variant S/16) or all of "
                 f"{', '.join(ARCHITECTURE_KEYS)} in --set model='{{...}}'."
             )
+    preset = presets.PRESETS.get(complete["init"])
+    if preset is not None and architecture_of(complete) != presets.architecture(preset):
+        # The preset's weights fix the architecture: say which flags give it.
+        wanted = presets.architecture(preset)
+        fix = (f"--variant {preset.variant}" if preset.variant in VARIANTS
+               else f"--set variant=null --set model='{json.dumps(wanted)}'")
+        raise ConfigError(
+            f"config init={json.dumps(complete['init'])} is a Mixer-{preset.variant} preset "
+            f"({wanted}), but the config's model is {architecture_of(complete)}: set {fix}."
+        )
     return complete
 
 

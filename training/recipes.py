@@ -29,7 +29,7 @@ Recipes (command, expected result, cost):
 - "finetune": the paper's fine-tuning (Appendix C): SGD with momentum 0.9, cosine decay
   after a short warmup, global-norm clipping at 1, no weight decay, batch 512, a new head,
   optionally at a higher resolution (the checkpoint loader adapts token mixing).
-      python -m training.train --recipe finetune --init Mixer-B_16.npz --dataset cifar10 \\
+      python -m training.train --recipe finetune --init mixer_b16_imagenet21k --dataset cifar10 \\
           --set image_size=224
   Hours on one GPU for cifar10; minutes for the digits with `--dataset sklearn_digits`.
 

@@ -1,4 +1,5 @@
-"""What a finished run leaves: model.keras, metrics.json on the whole test split, the curves."""
+"""What a finished run leaves: model.keras and metadata.json (a preset folder), metrics.json on
+the whole test split, the curves."""
 
 import io
 
@@ -23,11 +24,12 @@ def float32_copy(model):
 
 
 def finish(model, config, info, source, run_dir, history):
-    """Writes model.keras, metrics.json (from the saved file, every test example) and the
-    training curves; returns the metrics."""
+    """Writes model.keras and metadata.json, metrics.json (from the saved file, every test
+    example) and the training curves; returns the metrics."""
+    # model.keras and metadata.json: the run directory is a preset folder (MlpMixer.from_preset).
+    names = info["class_names"] if len(info["class_names"]) == info["num_classes"] else None
+    float32_copy(model).save_to_preset(run_dir, class_names=names)
     model_path = run_dir_lib.path(run_dir, run_dir_lib.MODEL)
-    with storage.staged_file(model_path) as local:
-        float32_copy(model).save(local)
     # Evaluate the saved file itself, outside any strategy, on every test example.
     saved = keras.models.load_model(model_path)
     saved.compile(

@@ -7,6 +7,9 @@
                          steps_per_epoch, total_steps, skipped files, strategy and replicas
     model.keras          the trained model (float32); `import keras_mixer` before
                          `keras.models.load_model` so that Keras knows its classes
+    metadata.json        the class names (when they name every output), Keras version,
+                         parameter count: with model.keras, a preset folder that
+                         `keras_mixer.MlpMixer.from_preset(RUN)` loads
     metrics.json         test_accuracy, test_loss (whole test split), steps, per-epoch history
     backup/              the checkpoint a restarted run resumes from
     logs/                TensorBoard events and history.csv
@@ -16,11 +19,11 @@ The directory may be local or remote (`gs://`): every file goes through keras_mi
 and each is written atomically.
 """
 
-from keras_mixer import storage
+from keras_mixer import presets, storage
 
 CONFIG = "config.json"
 INFO = "run_info.json"
-MODEL = "model.keras"
+MODEL = presets.MODEL_FILE
 METRICS = "metrics.json"
 BACKUP = "backup"
 LOGS = "logs"

@@ -3,7 +3,7 @@
     python -m training.train                               # digits, a few minutes on 2 CPU cores
     python -m training.train --backend jax --recipe i1k --variant B/16 --data-dir gs://B/tfds
     python -m training.train --recipe i1k --variant B/16 --data-dir gs://B/tfds --tpu local
-    python -m training.train --recipe finetune --init Mixer-B_16.npz --dataset cifar10
+    python -m training.train --recipe finetune --init mixer_b16_imagenet21k --dataset cifar10
 
 The command trains (training/loop.py `run`), then hands the run directory to export's own
 command, `python -m export.convert RUN --out RUN/export`, as a user would: training never
@@ -95,7 +95,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--data-dir", help="tfds data_dir, local or gs://")
     parser.add_argument("--variant", help="paper variant, e.g. S/16, B/16")
-    parser.add_argument("--init", help="official .npz checkpoint to fine-tune from (new head)")
+    parser.add_argument("--init", help="preset name (e.g. mixer_b16_imagenet21k) or official .npz "
+                                       "to fine-tune from (new head)")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch size")
     parser.add_argument("--epochs", type=int)
@@ -181,6 +182,7 @@ def export_run(run_dir, verbose=False):
 
 def main(argv=None):
     from keras_mixer.checkpoint import CheckpointError
+    from keras_mixer.presets import PresetError
     from keras_mixer.storage import StorageError
     from training.errors import ConfigError, DataError
     from training.strategy import StrategyError
@@ -189,7 +191,8 @@ def main(argv=None):
     try:
         run_dir = run(config_from_args(args), args.run_dir)
     except (
-        ConfigError, DataError, StrategyError, CheckpointError, StorageError, NonFiniteLossError,
+        ConfigError, DataError, StrategyError, CheckpointError, PresetError, StorageError,
+        NonFiniteLossError,
     ) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
