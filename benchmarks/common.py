@@ -143,7 +143,20 @@ def machine():
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        **backend_versions(),
     }
+
+
+def backend_versions():
+    """Keras's backend, and JAX's version under it (TensorFlow's is always recorded)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "jax":
+        return {"backend": backend}
+    import jax
+
+    return {"backend": backend, "jax": jax.__version__}
 
 
 def _count_processes(word):

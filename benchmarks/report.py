@@ -5,7 +5,7 @@
     python -m benchmarks.report --results-dir DIR --docs-dir DIR --quick
 
 With --write, each table replaces the text between `<!-- begin NAME -->` and
-`<!-- end NAME -->` in the given Markdown file (NAME: flops, train, inference, tflite,
+`<!-- end NAME -->` in the given Markdown file (NAME: flops, train, inference, backends, tflite,
 scaling, op_profile, input_pipeline); the prose around them is left alone.
 
 For each measurement key (variant, mode, precision, ...) the latest line wins, so a rerun
@@ -36,6 +36,9 @@ KEYS = {
     "patch_scaling": ("variant", "precision", "image_size", "batch_size"),
     "patch_scaling_fit": ("variant", "precision", "batch_size"),
     "op_profile": ("variant", "precision", "gelu_dtype", "step", "batch_size", "image_size"),
+    "backends": (
+        "variant", "backend", "what", "mode", "precision", "batch_size", "image_size", "round"
+    ),
     "input_pipeline": (
         "pipeline", "measure", "variant", "precision", "mode", "batch_size", "image_size"
     ),
@@ -279,6 +282,33 @@ def input_pipeline_table(records):
     )
 
 
+def backends_table(records):
+    """TensorFlow's and JAX's images/s side by side (best of the rounds), and JAX / TensorFlow's
+    best compiled mode; the rounds' load averages."""
+    best, loads = {}, {}
+    for r in records:
+        row = (r["variant"], r["what"], r["precision"], r["batch_size"])
+        column = f"{r['backend']} {r['mode']}"
+        rate = r["images_per_s"]["median"]
+        best[row, column] = max(best.get((row, column), 0.0), rate)
+        loads.setdefault(row, []).append(r["machine"]["load_average_1min"])
+    columns = ["tensorflow graph", "tensorflow xla", "jax xla"]
+    rows = []
+    for row in sorted(dict.fromkeys(row for row, _ in best)):
+        rates = [best.get((row, column)) for column in columns]
+        tensorflow = max(rate for rate in rates[:2] if rate)
+        rows.append(
+            [*map(str, row), *(f"{rate:.2f}" if rate else "" for rate in rates),
+             f"{rates[2] / tensorflow:.2f}x" if rates[2] else "",
+             f"{min(loads[row]):.1f}–{max(loads[row]):.1f}"]
+        )
+    return markdown(
+        ["variant", "what", "precision", "batch", *(f"{c} images/s" for c in columns),
+         "JAX / TensorFlow's best", "load avg"],
+        rows,
+    )
+
+
 def write_sections(path, sections):
     """Replaces `<!-- begin NAME -->...<!-- end NAME -->` in the file at `path` for each section."""
     import re
@@ -413,6 +443,8 @@ def main(argv=None):
         )
     if tables["op_profile"]:
         sections["op_profile"] = op_profile_table(tables["op_profile"])
+    if tables["backends"]:
+        sections["backends"] = backends_table(tables["backends"])
     if tables["input_pipeline"]:
         sections["input_pipeline"] = input_pipeline_table(tables["input_pipeline"])
     print("\n\n".join(f"### {name}\n\n{body}" for name, body in sections.items()))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import (
+    backends,
     common,
     first_step,
     flops,
@@ -286,3 +287,27 @@ def test_first_step_quick_times_run_to_its_first_step(capsys, tmp_path):
         check_summary(record["seconds"])
         assert record["seconds"]["min_s"] > 0 and record["images"] == 200
     assert len(list((tmp_path / "first_step_32x32_10x180+20").glob("*/*/*.jpg"))) == 200
+
+
+def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tmp_path):
+    backends.main(["--quick", "--results-dir", str(tmp_path)])
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    measured = [(r["backend"], r["mode"], r["precision"], r["what"]) for r in records]
+    expected = [
+        (backend, mode, precision, what)
+        for backend, modes in backends.BACKEND_MODES.items()
+        for precision in common.PRECISIONS
+        for mode in modes
+        for what in ("training", "inference")
+    ]
+    assert measured == expected
+    for record in records:
+        check_summary(record["step"])
+        assert record["machine"]["backend"] == record["backend"]
+        per_image = tiny_forward_flops(TINY_IMAGE)
+        if record["what"] == "inference":
+            rate = record["batch_size"] / record["step"]["median_s"]
+            assert record["gflops"] == pytest.approx(rate * per_image / 1e9)
+    table = report.backends_table(records)
+    assert "| tiny | inference | float32 | 32 |" in table and table.count("x |") == 4
