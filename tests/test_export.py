@@ -208,9 +208,10 @@ def test_recipe_formats_quantize_the_float32_graph(exported):
     # second Dense, channels_mlp_dim=32), one scale per output elsewhere; the stem stays float.
     assert formats["dynamic_int4_blockwise"]["op_counts"] == fp32_ops
     types = _weight_types((out_dir / "dynamic_int4_blockwise.tflite").read_bytes())
-    inputs_ = [8 * 8 // TINY["patch_size"] ** 2, TINY["tokens_mlp_dim"], TINY["hidden_dim"],
-               TINY["channels_mlp_dim"]] * TINY["num_blocks"] + [TINY["hidden_dim"]]
-    assert sorted(types.values()) == sorted(("INT4", size % 32 == 0) for size in inputs_)
+    num_patches = (8 // TINY["patch_size"]) ** 2
+    dense_inputs = [num_patches, TINY["tokens_mlp_dim"], TINY["hidden_dim"],
+                    TINY["channels_mlp_dim"]] * TINY["num_blocks"] + [TINY["hidden_dim"]]
+    assert sorted(types.values()) == sorted(("INT4", size % 32 == 0) for size in dense_inputs)
     for name in ("weight_only_int8", "dynamic_int4_blockwise"):
         assert formats[name]["delegated_partitions"] == 1, name
         assert formats[name]["size_bytes"] < formats["fp32"]["size_bytes"], name
@@ -223,6 +224,8 @@ def test_int16x8_is_integer_end_to_end_outside_xnnpack(exported):
     assert int16x8["io"]["input"]["dtype"] == int16x8["io"]["output"]["dtype"] == "int16"
     assert int16x8["op_counts"] == formats["int8"]["op_counts"]  # the integer-friendly graph
     assert int16x8["delegated_partitions"] == 0  # XNNPACK has no int16 kernels
+    # What the 16-bit activations are for, with int8's weights and calibration images.
+    assert int16x8["mean_logit_diff"] < formats["int8"]["mean_logit_diff"]
 
 
 def test_calibration_images_are_drawn_for_static_activations_only():
