@@ -8,9 +8,11 @@ Conversion is export's own: `export.convert.convert` (the pipeline users run, wi
 builtin-ops check and LiteRT verification) writes `<cache>/<variant>/<format>/<format>.tflite`
 and `report.json`, from a randomly initialised `MlpMixer` whose head, biases and LayerNorm
 scales and offsets are random too (`random_mixer`), calibrated on random pixels and
-QAT-fine-tuned for a few steps on random labels. Latency depends on the weights only through
-what the converter can fold: with Keras's initial LayerNorm scale 1 and offset 0 it drops
-those ops, which a trained model keeps; accuracy is export's report.
+QAT-fine-tuned for a few steps on random labels; the LiteRT Quantizer formats
+(`weight_only_int8`, `dynamic_int4_blockwise`, `int16x8`) quantize export's float32 `.tflite`
+with their recipes, int16x8 calibrated on the same random pixels. Latency depends on the
+weights only through what the converter can fold: with Keras's initial LayerNorm scale 1 and
+offset 0 it drops those ops, which a trained model keeps; accuracy is export's report.
 Files already in the cache are reused (conversion of B/16 in every format takes minutes).
 
 The 'before' rows (`BASELINES`, e.g. `int8_keras_graph`) are this benchmark's, not export's
@@ -43,7 +45,10 @@ BASELINES = {
         "prepare": keras_graph,
     },
 }
-DEFAULT_FORMATS = ["fp32", "fp16", "dynamic_int8", "int8", "int8_keras_graph", "qat_int8"]
+DEFAULT_FORMATS = [
+    "fp32", "fp16", "dynamic_int8", "weight_only_int8", "dynamic_int4_blockwise", "int8",
+    "int8_keras_graph", "int16x8", "qat_int8",
+]
 
 
 def random_mixer(variant, image_size, num_classes, seed=0):

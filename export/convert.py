@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export import evaluate, inputs
+from export import evaluate, inputs, quantizer
 from export.modes import SAVED_MODEL, get_mode, resolve_formats
 from export.report import chart_png, markdown_report
 from export.settings import ExportSettings
@@ -134,15 +134,38 @@ def _verify_saved_model(directory, images, keras_logits):
             "agreement": float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1)))}
 
 
+# The float32 `.tflite` a recipe quantizes is held to fp32's bound on this many evaluation
+# images: enough to catch a wrong graph, without a second full LiteRT pass per recipe format.
+FLOAT_SOURCE_CHECK_IMAGES = 32
+
+
+def _check_float_source(tflite, name, images, reference_logits):
+    """Raises unless the float32 `.tflite` a recipe quantizes passes fp32's checks."""
+    evaluate.check_builtin_ops(tflite, name=f"the float32 source of {name}.tflite")
+    count = FLOAT_SOURCE_CHECK_IMAGES
+    difference = evaluate.relative_max_logit_diff(
+        evaluate.predict_logits(tflite, images[:count]), reference_logits[:count])
+    bound = get_mode("fp32")["max_logit_diff"]
+    if not difference <= bound:
+        raise RuntimeError(
+            f"The float32 .tflite that {name} quantizes differs from the Keras model by "
+            f"{difference:.3g} of its largest logit (fp32's bound is {bound}): the converter "
+            "changed the function. Nothing was written for it."
+        )
+
+
 def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
-    """Prepares, converts, checks and measures one `.tflite`, then writes it."""
+    """Prepares, converts (and quantizes with a recipe), checks and measures one `.tflite`,
+    then writes it."""
     prepared = mode["prepare"](model, data, settings)
+    reference = keras_logits if prepared.reference_logits is None else prepared.reference_logits
     tflite = to_tflite(prepared.model, mode, data.representative, io_dtype=settings.io_dtype)
+    if mode["recipe"] is not None:
+        _check_float_source(tflite, name, data.eval_images, reference)
+        tflite = quantizer.quantize(tflite, mode["recipe"], data.representative)
     evaluate.check_builtin_ops(tflite, name=f"{name}.tflite")
-    reference = prepared.reference_logits
     measured = evaluate.evaluate_tflite(
-        tflite, data.eval_images, data.eval_labels,
-        keras_logits if reference is None else reference,
+        tflite, data.eval_images, data.eval_labels, reference,
         keras_logits=keras_logits, latency_runs=settings.latency_runs)
     if not np.isfinite(measured["max_logit_diff"]):
         raise RuntimeError(
@@ -154,7 +177,7 @@ def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
     return {
         "file": f"{name}.tflite", "description": mode["description"], "bounds": bounds,
         **prepared.details, **measured,
-        "reference": "Keras model" if reference is None else "fine-tuned model",
+        "reference": "Keras model" if prepared.reference_logits is None else "fine-tuned model",
         "within_bounds": bool(measured["relative_max_logit_diff"] <= bounds["max_logit_diff"]
                               and measured["agreement"] >= bounds["min_agreement"]),
     }
@@ -267,7 +290,7 @@ def _accuracy_budget_failures(report, modes, max_accuracy_drop):
         return []
     keras_top1, failures = report["evaluation"]["keras_top1"], []
     for name, result in report["formats"].items():
-        if name in modes and modes[name]["quantize"] is not None:
+        if name in modes and (modes[name]["quantize"] or modes[name]["recipe"]):
             drop = 100.0 * (keras_top1 - result["top1"])
             result["accuracy_drop_points"] = drop
             if drop > max_accuracy_drop:

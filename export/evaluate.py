@@ -137,6 +137,13 @@ def predict_logits(model, images, *, num_threads=1):
     return np.stack(logits)
 
 
+def relative_max_logit_diff(logits, reference_logits):
+    """The largest absolute logit difference as a fraction of the reference's largest logit."""
+    reference_logits = np.asarray(reference_logits, np.float32)
+    return float(np.abs(logits - reference_logits).max()
+                 / max(np.abs(reference_logits).max(), 1e-12))
+
+
 def latency_ms(model, image, *, num_threads, runs=50, warmup=5):
     """Median wall time of one batch-1 `invoke()` in milliseconds, with XNNPACK."""
     runner = interpreter(model, num_threads=num_threads)
@@ -199,8 +206,7 @@ def evaluate_tflite(model, images, labels, reference_logits, *, keras_logits=Non
         **extra,
         "max_logit_diff": float(difference.max()),
         "mean_logit_diff": float(difference.mean()),
-        "relative_max_logit_diff": float(
-            difference.max() / max(np.abs(reference_logits).max(), 1e-12)),
+        "relative_max_logit_diff": relative_max_logit_diff(logits, reference_logits),
         "latency_ms": {str(n): latency_ms(model, images[0], num_threads=n, runs=latency_runs)
                        for n in threads},
         "delegated_partitions": delegated_partitions(model),

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from export.modes import calibrates
 from keras_mixer import presets, storage
 from keras_mixer.mlp_mixer import MlpMixer
 from training import config as config_lib
@@ -216,7 +217,7 @@ def check_images(images, model, what):
 @dataclasses.dataclass(frozen=True)
 class ExportData:
     """The images an export is measured on (`eval_*`), calibrated on (`representative`, for
-    full-integer formats) and fine-tuned on (`train`, a dataset, for fine-tuned formats)."""
+    calibrated formats) and fine-tuned on (`train`, a dataset, for fine-tuned formats)."""
 
     eval_images: np.ndarray
     eval_labels: np.ndarray
@@ -234,7 +235,7 @@ def collect_data(model, modes, settings, dataset, *, representative_data=None, e
     if eval_labels is None:
         raise ValueError("eval_data needs labels: pass (images, labels) or a dataset of both.")
     representative = None
-    if any(mode["quantize"] == "full_integer" for mode in modes.values()):
+    if any(calibrates(mode) for mode in modes.values()):
         if representative_data is None:
             representative_data = dataset("train_split", training=False,
                                           batch_size=min(settings.calibration_samples, 256))
@@ -242,9 +243,9 @@ def collect_data(model, modes, settings, dataset, *, representative_data=None, e
         check_images(representative, model, "representative dataset")
         if len(representative) < settings.min_calibration_samples:
             raise ValueError(
-                f"The representative dataset has {len(representative)} images; full-integer "
-                f"quantization needs at least {settings.min_calibration_samples} to calibrate "
-                "ranges we would ship. Give more images from the training split "
+                f"The representative dataset has {len(representative)} images; calibrated "
+                f"quantization (int8, int16x8) needs at least {settings.min_calibration_samples} "
+                "to calibrate ranges we would ship. Give more images from the training split "
                 "(calibration_samples)."
             )
     if train_data is None and any(mode["fine_tunes"] for mode in modes.values()):

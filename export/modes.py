@@ -2,7 +2,8 @@
 
 Each row says how the model is prepared for the converter (`prepare`, a function below),
 whether that preparation fine-tunes it (`fine_tunes`: it then needs the training split and
-tensorflow-model-optimization), how the converter quantizes (`quantize`), and the bounds
+tensorflow-model-optimization), how the converter quantizes (`quantize`), which LiteRT
+Quantizer recipe then quantizes the converter's float32 `.tflite` (`recipe`), and the bounds
 the LiteRT model is held to against the model it was converted from on the evaluation
 split (`max_logit_diff`, as a fraction of that model's largest logit magnitude, and
 `min_agreement`, top-1 agreement). tests/test_export.py checks the bounds on a tiny digits
@@ -19,6 +20,27 @@ Mixer; every report shows them.
   fewer than 1024 values in float, so a tiny Mixer stays as large as fp32), "full_integer"
   (int8 weights and activations, calibrated on the representative dataset; integer input
   and output).
+- recipe: None, or a LiteRT Quantizer recipe (`litert-quantizer`; the name of a function of
+  `litert_quantizer.recipe`) that export/quantizer.py applies to the float32 `.tflite` the
+  converter made of the prepared graph (`quantize` None), once that file has passed fp32's
+  checks (builtin ops only; fp32's logit bound on the first evaluation images).
+  "weight_only_wi8_afp32": int8 weights dequantized for float compute; unlike the
+  converter's dynamic range it quantizes small kernels too. "dynamic_wi4b32_afp32": int4
+  weights with a scale per block of 32 values, activations quantized to int8 on the fly
+  by the kernel; a Dense whose input does not split into blocks (token mixing over 196
+  patches for S/16, over 4 in the tests) takes int4 with a scale per output channel, and
+  the stem's CONV_2D, which has no blockwise kernel, stays float. "static_wi8_ai16": int8
+  weights, int16 activations calibrated on the representative images, from the
+  integer-friendly graph: the recipe has no int16 NEG or SQUARED_DIFFERENCE, so the Keras
+  graph would keep one float island of each per LayerNorm, with a QUANTIZE and DEQUANTIZE
+  around it.
+
+Measured on the tiny digits Mixer with ai-edge-litert 2.3 (tests/test_export.py; the README
+has the numbers): all three use builtin ops only and run in the interpreter, so none was left
+out. XNNPACK runs weight_only_int8 and dynamic_int4_blockwise whole (one partition; its int4
+blockwise kernels included) but has no int16 kernels: int16x8 runs on the interpreter's
+own kernels alone (no partition), about 6x slower than int8 on the tiny Mixer; it is meant
+for NPUs and DSPs with 16x8 kernels.
 
 TensorFlow, Keras and tfmot are imported inside the functions: the command line reads this
 table before it sets up logging, which must happen before TensorFlow loads.
@@ -106,40 +128,59 @@ def clustered(model, data, settings):
 MODES = {
     "fp32": dict(
         description="float32 weights and activations",
-        prepare=keras_graph, fine_tunes=False, quantize=None,
+        prepare=keras_graph, fine_tunes=False, quantize=None, recipe=None,
         max_logit_diff=1e-4, min_agreement=1.0,
     ),
     "fp16": dict(
         description="float16 weights, float32 compute (half the size of fp32)",
-        prepare=keras_graph, fine_tunes=False, quantize="float16",
+        prepare=keras_graph, fine_tunes=False, quantize="float16", recipe=None,
         max_logit_diff=1e-2, min_agreement=0.99,
     ),
     "dynamic_int8": dict(
         description="int8 weights, float activations quantized on the fly",
-        prepare=keras_graph, fine_tunes=False, quantize="dynamic_range",
+        prepare=keras_graph, fine_tunes=False, quantize="dynamic_range", recipe=None,
         max_logit_diff=0.1, min_agreement=0.97,
     ),
     "int8": dict(
         description="full-integer int8 post-training quantization (integer-friendly graph)",
-        prepare=integer_friendly_graph, fine_tunes=False, quantize="full_integer",
+        prepare=integer_friendly_graph, fine_tunes=False, quantize="full_integer", recipe=None,
         max_logit_diff=0.35, min_agreement=0.95,
+    ),
+    # LiteRT Quantizer recipes on the float32 `.tflite` (export/quantizer.py).
+    "weight_only_int8": dict(
+        description="int8 weights, float32 compute (LiteRT Quantizer weight_only_wi8_afp32)",
+        prepare=keras_graph, fine_tunes=False, quantize=None, recipe="weight_only_wi8_afp32",
+        max_logit_diff=0.05, min_agreement=0.99,
+    ),
+    "dynamic_int4_blockwise": dict(
+        description="int4 weights in blocks of 32, activations quantized to int8 on the fly "
+                    "(LiteRT Quantizer dynamic_wi4b32_afp32)",
+        prepare=keras_graph, fine_tunes=False, quantize=None, recipe="dynamic_wi4b32_afp32",
+        max_logit_diff=0.6, min_agreement=0.95,
+    ),
+    "int16x8": dict(
+        description="int16 activations, int8 weights, calibrated (LiteRT Quantizer "
+                    "static_wi8_ai16, integer-friendly graph)",
+        prepare=integer_friendly_graph, fine_tunes=False, quantize=None,
+        recipe="static_wi8_ai16",
+        max_logit_diff=0.2, min_agreement=0.98,
     ),
     # The fine-tuned formats are held to the fine-tuned model they were converted from:
     # fine-tuning moves the function on purpose. Their accuracy against the original is
     # held by QAT >= PTQ and the max_accuracy_drop budget.
     "qat_int8": dict(
         description="quantization-aware training (tfmot), then full-integer int8",
-        prepare=quantization_aware, fine_tunes=True, quantize="full_integer",
+        prepare=quantization_aware, fine_tunes=True, quantize="full_integer", recipe=None,
         max_logit_diff=0.35, min_agreement=0.95,
     ),
     "pruned_int8": dict(
         description="magnitude pruning (tfmot) to the target sparsity, then full-integer int8",
-        prepare=pruned, fine_tunes=True, quantize="full_integer",
+        prepare=pruned, fine_tunes=True, quantize="full_integer", recipe=None,
         max_logit_diff=0.35, min_agreement=0.95,
     ),
     "clustered_int8": dict(
         description="weight clustering (tfmot), then full-integer int8",
-        prepare=clustered, fine_tunes=True, quantize="full_integer",
+        prepare=clustered, fine_tunes=True, quantize="full_integer", recipe=None,
         max_logit_diff=0.35, min_agreement=0.95,
     ),
 }
@@ -159,6 +200,16 @@ def get_mode(name):
         raise ValueError(
             f"Unknown export format {name!r}. Choose from: {SAVED_MODEL}, {', '.join(MODES)}.")
     return MODES[name]
+
+
+def calibrates(mode):
+    """Whether the row `mode` needs representative images: the converter's full-integer
+    quantization, or a recipe that quantizes activations statically."""
+    if mode["recipe"] is not None:
+        from export import quantizer
+
+        return quantizer.calibrates(mode["recipe"])
+    return mode["quantize"] == "full_integer"
 
 
 def tfmot_available():

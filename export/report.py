@@ -50,7 +50,8 @@ def _row(name, result):
     latency = result["latency_ms"]
     # Float ops matter only where an integer graph was promised.
     float_ops = (", ".join(sorted(set(result["float_ops"]))) or "none"
-                 if result["io"]["input"]["dtype"] in ("int8", "uint8") else "(float model)")
+                 if result["io"]["input"]["dtype"] in ("int8", "uint8", "int16")
+                 else "(float model)")
     return (
         f"| {name} | {result['size_bytes'] / 1024:.1f} "
         f"| {result['gzip_size_bytes'] / 1024:.1f} "

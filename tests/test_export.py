@@ -27,7 +27,8 @@ from export.settings import ExportSettings
 from helpers import TINY, program, run_bounded
 from keras_mixer import MlpMixer, gelu_tanh, storage
 
-FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "qat_int8"]
+RECIPE_FORMATS = ["weight_only_int8", "dynamic_int4_blockwise", "int16x8"]
+FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "qat_int8", *RECIPE_FORMATS]
 TFLITE_FORMATS = FORMATS[1:]
 NUM_LAYER_NORMS = 2 * TINY["num_blocks"] + 1
 BASELINE = "int8_keras_graph"
@@ -68,7 +69,8 @@ def run_dir(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def exported(run_dir, tmp_path_factory):
-    """`(out_dir, report)` of one export of `run_dir` to every default format."""
+    """`(out_dir, report)` of one export of `run_dir` to every default format and the
+    LiteRT Quantizer recipe formats."""
     out_dir = tmp_path_factory.mktemp("export")
     keras.utils.set_random_seed(0)
     report = convert(str(run_dir), str(out_dir), FORMATS, fine_tune_steps=300, latency_runs=20)
@@ -140,8 +142,8 @@ def test_float_formats_match_keras_closely(exported):
     assert formats["saved_model"]["agreement"] == 1.0
 
 
-@pytest.mark.parametrize("name", ["int8", "qat_int8"])
-def test_int8_within_one_point_of_float(exported, name):
+@pytest.mark.parametrize("name", ["int8", "qat_int8", "int16x8"])
+def test_integer_models_within_one_point_of_float(exported, name):
     report = exported[1]
     assert report["evaluation"]["keras_top1"] > 0.9  # the model learnt the digits
     assert report["formats"][name]["top1"] >= report["evaluation"]["keras_top1"] - 0.01
@@ -174,6 +176,79 @@ def test_integer_models_are_integer_end_to_end(exported):
         assert set(formats[name]["op_counts"]) == {
             "ADD", "CONV_2D", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT",
             "SUB", "TRANSPOSE"}
+
+
+def _weight_types(tflite):
+    """`{tensor name: (type name, blockwise?)}` of the integer weights, read off the flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    type_names = {value: name for name, value in vars(schema.TensorType).items()
+                  if isinstance(value, int)}
+    graph_ = schema.Model.GetRootAs(tflite).Subgraphs(0)
+    found = {}
+    for tensor in map(graph_.Tensors, range(graph_.TensorsLength())):
+        if type_names[tensor.Type()] in ("INT8", "INT4") and tensor.Buffer() > 0:
+            quantization = tensor.Quantization()
+            found[tensor.Name().decode()] = (type_names[tensor.Type()], quantization.DetailsType()
+                                             == schema.QuantizationDetails.BlockwiseQuantization)
+    return found
+
+
+def test_recipe_formats_quantize_the_float32_graph(exported):
+    out_dir, report = exported
+    formats = report["formats"]
+    fp32_ops = formats["fp32"]["op_counts"]
+    # Dense kernels (token and channel mixing, two per block, and the head) and the stem's.
+    num_kernels = 4 * TINY["num_blocks"] + 2
+    weight_only = formats["weight_only_int8"]
+    assert weight_only["op_counts"] == {**fp32_ops, "DEQUANTIZE": num_kernels}
+    types = _weight_types((out_dir / "weight_only_int8.tflite").read_bytes())
+    assert sorted(types.values()) == [("INT8", False)] * num_kernels
+    # int4 in blocks of 32 where a Dense's input splits into them (only the channel MLP's
+    # second Dense, channels_mlp_dim=32), one scale per output elsewhere; the stem stays float.
+    assert formats["dynamic_int4_blockwise"]["op_counts"] == fp32_ops
+    types = _weight_types((out_dir / "dynamic_int4_blockwise.tflite").read_bytes())
+    num_patches = (8 // TINY["patch_size"]) ** 2
+    dense_inputs = [num_patches, TINY["tokens_mlp_dim"], TINY["hidden_dim"],
+                    TINY["channels_mlp_dim"]] * TINY["num_blocks"] + [TINY["hidden_dim"]]
+    assert sorted(types.values()) == sorted(("INT4", size % 32 == 0) for size in dense_inputs)
+    for name in ("weight_only_int8", "dynamic_int4_blockwise"):
+        assert formats[name]["delegated_partitions"] == 1, name
+        assert formats[name]["size_bytes"] < formats["fp32"]["size_bytes"], name
+
+
+def test_int16x8_is_integer_end_to_end_outside_xnnpack(exported):
+    formats = exported[1]["formats"]
+    int16x8 = formats["int16x8"]
+    assert int16x8["float_ops"] == []
+    assert int16x8["io"]["input"]["dtype"] == int16x8["io"]["output"]["dtype"] == "int16"
+    assert int16x8["op_counts"] == formats["int8"]["op_counts"]  # the integer-friendly graph
+    assert int16x8["delegated_partitions"] == 0  # XNNPACK has no int16 kernels
+    # What the 16-bit activations are for, with int8's weights and calibration images.
+    assert int16x8["mean_logit_diff"] < formats["int8"]["mean_logit_diff"]
+
+
+def test_calibration_images_are_drawn_for_static_activations_only():
+    calibrated = {name for name, mode in MODES.items() if modes.calibrates(mode)}
+    assert calibrated == {"int8", "qat_int8", "pruned_int8", "clustered_int8", "int16x8"}
+
+
+def test_static_recipe_without_calibration_images_is_a_clear_error(exported):
+    from export import quantizer
+
+    fp32 = (exported[0] / "fp32.tflite").read_bytes()
+    with pytest.raises(ValueError, match="static_wi8_ai16 quantizes activations statically"):
+        quantizer.quantize(fp32, "static_wi8_ai16", None)
+
+
+def test_recipe_refuses_a_float32_source_that_is_not_the_keras_model(
+        exported, run_dir, digits_test, tmp_path, monkeypatch):
+    int8 = (exported[0] / "int8.tflite").read_bytes()
+    monkeypatch.setattr(convert_module, "to_tflite", lambda *args, **kwargs: int8)
+    with pytest.raises(RuntimeError, match="float32 .tflite that weight_only_int8 quantizes"):
+        convert(str(run_dir), str(tmp_path), ["weight_only_int8"],
+                eval_data=(digits_test[0][:40], digits_test[1][:40]))
+    assert not list(tmp_path.glob("*.tflite"))
 
 
 def test_keras_graph_keeps_a_float_neg_per_layer_norm(baseline):
