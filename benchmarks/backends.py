@@ -10,9 +10,13 @@ see the same machine. Each measures `model.fit` steps (benchmarks/train_throughp
 clock: Adam, one synthetic in-memory batch, warm-up steps dropped) and `predict_on_batch`
 (benchmarks/inference_throughput.py's), in float32 and mixed_bfloat16, in each backend's
 compiled mode: TensorFlow's graph (its CPU default) and XLA, JAX's jit (XLA; JAX has no
-other compiled mode). One JSON line per figure, table "backends", with the round.
+other compiled mode). One JSON line per figure, table "backends", with the round. Table
+"backends_matmul": one matmul of S/16's channel MLP at batch 32, (32 x 196, 512) x (512,
+2048), compiled each backend's way, in float32 and bfloat16: what each backend's CPU kernels
+reach on the product that dominates the model.
 """
 
+import argparse
 import os
 import subprocess
 import sys
@@ -27,6 +31,30 @@ BACKENDS = ("tensorflow", "jax")
 BACKEND_MODES = {"tensorflow": ("graph", "xla"), "jax": ("xla",)}
 
 
+MATMUL_SHAPE = (32 * 196, 512, 2048)  # (rows, inner, columns)
+
+
+def matmul_seconds(dtype, *, repeats, warmup):
+    """Time summary of one (rows, inner) x (inner, columns) product in `dtype`, jitted under
+    JAX, in a tf.function under TensorFlow (its CPU default: oneDNN, no XLA)."""
+    import keras
+    import numpy as np
+
+    rows, inner, columns = MATMUL_SHAPE
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.random((rows, inner)), dtype)
+    b = keras.ops.convert_to_tensor(rng.random((inner, columns)), dtype)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        product = jax.jit(lambda a, b: a @ b)
+        return common.measure(lambda: product(a, b).block_until_ready(), repeats=repeats, warmup=warmup)
+    import tensorflow as tf
+
+    product = tf.function(tf.matmul)
+    return common.measure(lambda: product(a, b).numpy(), repeats=repeats, warmup=warmup)
+
+
 def measure_backend(args):
     """This process's figures, under the backend Keras was imported with."""
     import keras
@@ -34,7 +62,16 @@ def measure_backend(args):
     import tensorflow as tf
 
     backend = keras.backend.backend()
-    variants, image_size, num_classes = common.sizes(args)
+    variants, image_size, num_classes = common.sizes(args)  # --quick: one repeat
+    rows, inner, columns = MATMUL_SHAPE
+    for dtype in ("float32", "bfloat16"):
+        summary = matmul_seconds(dtype, repeats=10 * args.repeats, warmup=args.warmup)
+        common.emit(
+            "backends_matmul",
+            {"backend": backend, "dtype": dtype, "shape": list(MATMUL_SHAPE), "round": args.round,
+             "step": summary, "gflops": 2 * rows * inner * columns / summary["median_s"] / 1e9},
+            args,
+        )
     images = common.random_images(args.batch_size, image_size)
     labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32")
     batch = tf.data.Dataset.from_tensors((images, labels)).repeat()
@@ -87,7 +124,7 @@ def main(argv=None):
     arguments.add_argument("--image-size", type=int, default=224)
     arguments.add_argument("--rounds", type=int, default=2)
     arguments.add_argument("--backend", choices=BACKENDS, help="(internal) measure this one")
-    arguments.add_argument("--round", type=int, default=0, help=argparse_hidden())
+    arguments.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args, passed = arguments.parse_args(argv), list(argv if argv is not None else sys.argv[1:])
     if args.backend:
         return measure_backend(args)
@@ -97,12 +134,6 @@ def main(argv=None):
                        "--backend", backend, "--round", str(round_index)]
             subprocess.run(command, check=True, env={**os.environ, "KERAS_BACKEND": backend})
     return None
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ KEYS = {
     "backends": (
         "variant", "backend", "what", "mode", "precision", "batch_size", "image_size", "round"
     ),
+    "backends_matmul": ("backend", "dtype", "round"),
     "input_pipeline": (
         "pipeline", "measure", "variant", "precision", "mode", "batch_size", "image_size"
     ),
@@ -309,6 +310,18 @@ def backends_table(records):
     )
 
 
+def backends_matmul_table(records):
+    """GFLOP/s of the one matmul per backend and dtype: best of the rounds."""
+    best = {}
+    for r in records:
+        best[r["backend"], r["dtype"]] = max(best.get((r["backend"], r["dtype"]), 0.0), r["gflops"])
+    backends = sorted({backend for backend, _ in best}, reverse=True)  # tensorflow, jax
+    return markdown(
+        ["backend", "float32 GFLOP/s", "bfloat16 GFLOP/s"],
+        [[b, *(f"{best.get((b, d), 0):.0f}" for d in ("float32", "bfloat16"))] for b in backends],
+    )
+
+
 def write_sections(path, sections):
     """Replaces `<!-- begin NAME -->...<!-- end NAME -->` in the file at `path` for each section."""
     import re
@@ -445,6 +458,8 @@ def main(argv=None):
         sections["op_profile"] = op_profile_table(tables["op_profile"])
     if tables["backends"]:
         sections["backends"] = backends_table(tables["backends"])
+    if tables["backends_matmul"]:
+        sections["backends_matmul"] = backends_matmul_table(tables["backends_matmul"])
     if tables["input_pipeline"]:
         sections["input_pipeline"] = input_pipeline_table(tables["input_pipeline"])
     print("\n\n".join(f"### {name}\n\n{body}" for name, body in sections.items()))

@@ -201,3 +201,42 @@ def kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, env=None)
     assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
     expected = weights_of(tmp_path / "uninterrupted")
     assert max_abs_difference(weights_of(run_dir), expected) <= 1e-6
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_on_two_processes(data_dir, tmp_path, envs):
+    """Runs tests/programs/worker.py as two processes at once, process i under `envs[i]`,
+    each with its own run directory tmp_path/run<i>; checks that both end, that only process
+    0 (the chief) wrote a run directory and that both hold the same final weights; returns
+    process 0's weights."""
+    processes = []
+    for index, env in enumerate(envs):
+        command = program("worker", data_dir, tmp_path / f"run{index}", tmp_path / f"w{index}.npz")
+        processes.append(start(command, env=env))
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=max(1, deadline - time.monotonic()))[0])
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            pytest.fail("two-process training did not finish in time (processes killed)")
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert "run: None" in outputs[1] and f"run: {tmp_path / 'run0'}" in outputs[0]
+    first, second = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
+    first, second = ([npz[key] for key in npz.files] for npz in (first, second))
+    assert max_abs_difference(first, second) == 0.0
+    chief = tmp_path / "run0"
+    for name in ("model.keras", "metrics.json", "config.json", "backup/checkpoint.weights.h5"):
+        assert (chief / name).exists(), name
+    assert not (tmp_path / "run1").exists() or not any((tmp_path / "run1").rglob("*.*"))
+    return first

@@ -298,6 +298,16 @@ def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tm
     backends.main(["--quick", "--results-dir", str(tmp_path)])
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
     records = [json.loads(line) for line in lines]
+    products = [r for r in records if r["table"] == "backends_matmul"]
+    records = [r for r in records if r["table"] == "backends"]
+    assert [(r["backend"], r["dtype"]) for r in products] == [
+        (backend, dtype) for backend in backends.BACKENDS for dtype in ("float32", "bfloat16")
+    ]
+    rows, inner, columns = backends.MATMUL_SHAPE
+    for product in products:
+        flop = 2 * rows * inner * columns
+        assert product["gflops"] == pytest.approx(flop / product["step"]["median_s"] / 1e9)
+    assert report.backends_matmul_table(products).count("\n") == 3
     measured = [(r["backend"], r["mode"], r["precision"], r["what"]) for r in records]
     expected = [
         (backend, mode, precision, what)

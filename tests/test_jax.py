@@ -9,23 +9,20 @@ The bounds are measured, and say why they are what they are.
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 from helpers import (
-    SUBPROCESS_TIMEOUT_S,
     TINY,
+    free_port,
     kill_mid_epoch_and_resume,
     max_abs_difference,
     program,
     run_bounded,
-    start,
     train_on_one_and_two_replicas,
+    train_on_two_processes,
 )
 
 from keras_mixer import MlpMixer
@@ -102,39 +99,16 @@ def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):
     assert max_abs_difference(one, two) <= DATA_PARALLEL_10_STEPS_ATOL
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_hosts_read_their_own_shards_and_match_one_host(data_dir, tmp_path):
     address = f"127.0.0.1:{free_port()}"
-    processes = []
-    for index in range(2):
-        hosts = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
-                 "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
-        command = program("worker", data_dir, tmp_path / f"run{index}", tmp_path / f"w{index}.npz")
-        processes.append(start(command, env={**JAX, **hosts}))
-    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-    outputs = []
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=max(1, deadline - time.monotonic()))[0])
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                other.kill()
-            pytest.fail("two-host training did not finish in time (hosts killed)")
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    assert "run: None" in outputs[1] and f"run: {tmp_path / 'run0'}" in outputs[0]
-    host0, host1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
-    host0, host1 = ([npz[key] for key in npz.files] for npz in (host0, host1))
-    assert max_abs_difference(host0, host1) == 0.0
+    host0 = train_on_two_processes(data_dir, tmp_path, [
+        {**JAX, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+         "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        for index in range(2)
+    ])
     info = json.loads((tmp_path / "run0" / "run_info.json").read_text())
     assert info["num_replicas"] == 2 and info["device_mesh"]["processes"] == 2
-    assert not (tmp_path / "run1").exists() or not any((tmp_path / "run1").rglob("*.*"))
     # Each host read half of every global batch: together, the one-host run's batches.
     code, output = run_bounded(
         program("worker", data_dir, tmp_path / "single", tmp_path / "single.npz"), env=JAX

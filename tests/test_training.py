@@ -9,11 +9,8 @@ import dataclasses
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
@@ -21,15 +18,15 @@ import pytest
 import tensorflow as tf
 from helpers import (
     DIGITS_STEPS_PER_EPOCH,
-    SUBPROCESS_TIMEOUT_S,
     TINY,
     digits_config,
     kill_mid_epoch_and_resume,
+    free_port,
     max_abs_difference,
     program,
     run_bounded,
-    start,
     train_on_one_and_two_replicas,
+    train_on_two_processes,
     weights_of,
 )
 
@@ -206,41 +203,14 @@ def test_mirrored_over_two_cpus_matches_default_strategy(data_dir, tmp_path):
     assert max_abs_difference(one, two) <= MIRRORED_10_STEPS_ATOL
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    processes = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        command = program("worker", data_dir, tmp_path / f"run{index}", tmp_path / f"w{index}.npz")
-        processes.append(start(command, env={"TF_CONFIG": tf_config}))
-    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-    outputs = []
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=max(1, deadline - time.monotonic()))[0])
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                other.kill()
-            pytest.fail("multi-worker training did not finish in time (workers killed)")
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    assert "run: None" in outputs[1] and f"run: {tmp_path / 'run0'}" in outputs[0]
-    worker0, worker1 = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
-    worker0 = [worker0[k] for k in worker0.files]
-    worker1 = [worker1[k] for k in worker1.files]
-    assert max_abs_difference(worker0, worker1) == 0.0
-    # The chief (worker 0) wrote the run directory; worker 1 wrote nothing.
+    worker0 = train_on_two_processes(data_dir, tmp_path, [
+        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        for index in range(2)
+    ])
     chief = tmp_path / "run0"
-    for name in ("model.keras", "metrics.json", "config.json", "backup/checkpoint.weights.h5"):
-        assert (chief / name).exists(), name
-    assert not (tmp_path / "run1").exists() or not any((tmp_path / "run1").rglob("*.*"))
     info = json.loads((chief / "run_info.json").read_text())
     assert info["num_replicas"] == 2 and info["strategy"] == "MultiWorkerMirroredStrategy"
     # Two workers with half batches each follow the same path as one process with the global batch.
