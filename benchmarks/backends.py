@@ -32,15 +32,16 @@ BACKEND_MODES = {"tensorflow": ("graph", "xla"), "jax": ("xla",)}
 
 
 MATMUL_SHAPE = (32 * 196, 512, 2048)  # (rows, inner, columns)
+QUICK_MATMUL_SHAPE = (64, 32, 64)
 
 
-def matmul_seconds(dtype, *, repeats, warmup):
+def matmul_seconds(dtype, shape, *, repeats, warmup):
     """Time summary of one (rows, inner) x (inner, columns) product in `dtype`, jitted under
     JAX, in a tf.function under TensorFlow (its CPU default: oneDNN, no XLA)."""
     import keras
     import numpy as np
 
-    rows, inner, columns = MATMUL_SHAPE
+    rows, inner, columns = shape
     rng = np.random.default_rng(0)
     a = keras.ops.convert_to_tensor(rng.random((rows, inner)), dtype)
     b = keras.ops.convert_to_tensor(rng.random((inner, columns)), dtype)
@@ -63,12 +64,13 @@ def measure_backend(args):
 
     backend = keras.backend.backend()
     variants, image_size, num_classes = common.sizes(args)  # --quick: one repeat
-    rows, inner, columns = MATMUL_SHAPE
+    shape = QUICK_MATMUL_SHAPE if args.quick else MATMUL_SHAPE
+    rows, inner, columns = shape
     for dtype in ("float32", "bfloat16"):
-        summary = matmul_seconds(dtype, repeats=10 * args.repeats, warmup=args.warmup)
+        summary = matmul_seconds(dtype, shape, repeats=10 * args.repeats, warmup=args.warmup)
         common.emit(
             "backends_matmul",
-            {"backend": backend, "dtype": dtype, "shape": list(MATMUL_SHAPE), "round": args.round,
+            {"backend": backend, "dtype": dtype, "shape": list(shape), "round": args.round,
              "step": summary, "gflops": 2 * rows * inner * columns / summary["median_s"] / 1e9},
             args,
         )

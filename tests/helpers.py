@@ -229,8 +229,8 @@ def train_on_two_processes(data_dir, tmp_path, envs):
             for other in processes:
                 other.kill()
             pytest.fail("two-process training did not finish in time (processes killed)")
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
+    for index, (process, output) in enumerate(zip(processes, outputs)):
+        assert process.returncode == 0, f"process {index}:\n{output[-3000:]}"
     assert "run: None" in outputs[1] and f"run: {tmp_path / 'run0'}" in outputs[0]
     first, second = (np.load(tmp_path / f"w{i}.npz") for i in range(2))
     first, second = ([npz[key] for key in npz.files] for npz in (first, second))

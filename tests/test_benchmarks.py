@@ -303,7 +303,7 @@ def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tm
     assert [(r["backend"], r["dtype"]) for r in products] == [
         (backend, dtype) for backend in backends.BACKENDS for dtype in ("float32", "bfloat16")
     ]
-    rows, inner, columns = backends.MATMUL_SHAPE
+    rows, inner, columns = backends.QUICK_MATMUL_SHAPE
     for product in products:
         flop = 2 * rows * inner * columns
         assert product["gflops"] == pytest.approx(flop / product["step"]["median_s"] / 1e9)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import (
+    DIGITS_STEPS_PER_EPOCH,
     TINY,
     free_port,
     kill_mid_epoch_and_resume,
@@ -86,6 +87,20 @@ def test_cli_trains_under_jax_and_the_run_exports_on_tensorflow(data_dir, tmp_pa
     report = json.loads((run_dir / "export" / "report.json").read_text())
     assert set(report["formats"]) == {"fp32", "int8"}
     assert all(result["within_bounds"] for result in report["formats"].values())
+
+
+@pytest.mark.slow
+def test_every_other_recipe_trains_under_jax(data_dir, tmp_path):
+    # Digits: the command-line test above. Two devices: bf16 steps under DataParallel.
+    code, output = run_bounded(program("jax_recipes", data_dir, tmp_path), env=TWO_DEVICES)
+    assert code == 0, output[-3000:]
+    lines = {line.split()[0]: line for line in output.splitlines() if " steps=" in line}
+    for name, policy in (("pretrain", "mixed_bfloat16"), ("i1k", "mixed_bfloat16"),
+                         ("finetune", "mixed_bfloat16")):
+        assert lines[name].endswith(f"policy={policy}"), output[-3000:]
+        assert f" steps={DIGITS_STEPS_PER_EPOCH} " in lines[name]
+        info = json.loads((tmp_path / name / "run_info.json").read_text())
+        assert info["strategy"] == "DataParallel" and info["num_replicas"] == 2
 
 
 @pytest.mark.slow

@@ -104,6 +104,7 @@ def placement(distribution):
         whole_batches=True,  # static shapes: XLA compiles one step for one batch shape
         jit_compile=_jit_compile,
         scope=distribution.scope,
+        fit_scope=distribution.scope,
         distribute=lambda dataset_fn: dataset_fn(_host_input_context()),
         device_mesh={
             "shape": list(mesh.shape),

@@ -72,12 +72,13 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["dtype_policy"])
     try:
-        with placement.scope():  # the model, its optimizer and every step live there
+        with placement.scope():  # the model and its optimizer live there
             model = compiled_model(config, info, placement)  # an --init checkpoint is checked
-            if chief:
-                storage.check_writable(run_dir, "--run-dir")
-                storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
-                storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
+        if chief:
+            storage.check_writable(run_dir, "--run-dir")
+            storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
+            storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
+        with placement.fit_scope():
             history = fit(model, placement, config, info, source, run_dir, verbose, callbacks)
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -205,7 +206,8 @@ def fit(model, placement, config, info, source, run_dir, verbose, extra_callback
     backup_dir = storage.join(run_dir, run_dir_lib.BACKUP)
     chief = placement.chief
     backup = StepBackup(backup_dir, config["checkpoint_every_steps"], steps_per_epoch, chief)
-    step = backup.restore(model)
+    with placement.scope():  # the optimizer's variables are made here, as replicas need them
+        step = backup.restore(model)
     first_epoch, start = divmod(step, steps_per_epoch)
     if step >= info["total_steps"]:
         return backup.history  # a finished run: its results are written again, the same

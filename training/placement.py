@@ -32,7 +32,12 @@ class Placement:
     whole_batches: whether validation drops its last, partial batch (several replicas need
         equal shares; TPUs and XLA under JAX need static shapes).
     jit_compile: `jit_compile(requested)` -> what Keras is given for the config's value.
-    scope: a context manager under which the model is built and compiled and fit runs.
+    scope: a context manager under which the model is built and compiled and its
+        checkpoint restored.
+    fit_scope: the context manager `fit` runs under. TensorFlow's strategy needs none (the
+        compiled model keeps it) and must not have one: in its scope, a variable made by the
+        chief alone (save_weights makes one, training/workarounds.py) waits for the other
+        workers' collective forever. Keras's JAX trainer reads the distribution during fit.
     distribute: `distribute(dataset_fn)` -> what `fit` reads, where `dataset_fn(context)`
         builds one input pipeline's dataset for a tf.distribute.InputContext.
     device_mesh: the devices as run_info.json records them.
@@ -45,6 +50,7 @@ class Placement:
     whole_batches: bool
     jit_compile: Callable
     scope: Callable = contextlib.nullcontext
+    fit_scope: Callable = contextlib.nullcontext
     distribute: Callable = None
     device_mesh: dict = dataclasses.field(default_factory=dict)
     strategy: object | None = None
