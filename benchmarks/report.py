@@ -375,7 +375,8 @@ def our_best(peer, table, wanted, ours):
 
 def peer_table(peers, ours):
     """keras-mixer's best beside timm's for each of timm's figures (PEER_ROWS), paired by round
-    (only lines of an alternated run, with `--round`); the window's time, CPU and load below.
+    (only lines of an alternated run, with `--round`; a figure with nothing of ours in its round
+    has no row); the window's time, CPU and load below.
 
     `peers`: the peer_timm records; `ours`: {table: records, by round} of our three tables.
     """
