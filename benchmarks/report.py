@@ -446,7 +446,8 @@ def peer_window(records):
         for r in records if "timm" in r["machine"]
     })
     return (
-        f"Window: {times[0]} to {times[-1]} (rounds {', '.join(map(str, rounds))}), on "
+        f"Window: {times[0]} to {times[-1]} (round{'s' if len(rounds) > 1 else ''} "
+        f"{', '.join(map(str, rounds))}), on "
         f"{' and '.join(cpus)}; 1-minute load average {min(loads):.1f}–{max(loads):.1f}; "
         f"at most {max(r['machine']['other_pytest_processes'] for r in records)} pytest "
         f"processes; {'; '.join(versions)}."
