@@ -16,7 +16,6 @@ other compiled mode). One JSON line per figure, table "backends", with the round
 reach on the product that dominates the model.
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -106,7 +105,6 @@ def measure_backend(args):
                             "precision": precision,
                             "batch_size": args.batch_size,
                             "image_size": image_size,
-                            "round": args.round,
                             "step": summary,
                             "images_per_s": common.rate(args.batch_size, summary),
                             "gflops": args.batch_size * step_flops / summary["median_s"] / 1e9,
@@ -126,7 +124,6 @@ def main(argv=None):
     arguments.add_argument("--image-size", type=int, default=224)
     arguments.add_argument("--rounds", type=int, default=2)
     arguments.add_argument("--backend", choices=BACKENDS, help="(internal) measure this one")
-    arguments.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args, passed = arguments.parse_args(argv), list(argv if argv is not None else sys.argv[1:])
     if args.backend:
         return measure_backend(args)

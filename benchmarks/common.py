@@ -3,6 +3,9 @@
 A measurement is the median of `repeats` timed runs after `warmup` untimed ones, reported
 with the min and max, and printed as one JSON line that is also appended to
 `RESULTS_DIR/<table>.jsonl` (gitignored; docs/benchmarks.md carries the published tables).
+
+Nothing here imports TensorFlow or Keras at module level: the timm peer (benchmarks/peer_timm.py)
+runs in an environment without them and shares the parser, timing and records.
 """
 
 import argparse
@@ -43,6 +46,11 @@ def parser(description):
     )
     arguments.add_argument(
         "--results-dir", default=RESULTS_DIR, help="where <table>.jsonl is appended"
+    )
+    arguments.add_argument(
+        "--round",
+        type=int,
+        help="the round of an alternated run (benchmarks/full_run.sh), recorded in each line",
     )
     return arguments
 
@@ -113,11 +121,9 @@ def rate(count, summary):
     }
 
 
-def machine():
-    """The machine a number was measured on, and how busy it was at that moment."""
-    import keras
-    import tensorflow as tf
-
+def machine(software=None):
+    """The machine a number was measured on, how busy it was at that moment, and the versions
+    of what measured it: `software()` (default `keras_versions`; the peer passes its own)."""
     model_name, mhz, flags = "unknown", None, set()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -141,10 +147,16 @@ def machine():
         "load_average_1min": os.getloadavg()[0],
         "other_pytest_processes": _count_processes("pytest"),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        **backend_versions(),
+        **(software or keras_versions)(),
     }
+
+
+def keras_versions():
+    """TensorFlow's and Keras's versions, Keras's backend and JAX's version under it."""
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, **backend_versions()}
 
 
 def backend_versions():
@@ -187,15 +199,20 @@ def git_commit():
         return None
 
 
-def emit(table, record, args):
-    """Prints `record` as one JSON line and appends it to `<results_dir>/<table>.jsonl`."""
+def emit(table, record, args, software=None):
+    """Prints `record` as one JSON line and appends it to `<results_dir>/<table>.jsonl`.
+
+    The line also gets the round (`--round`, when given), whether it is a --quick line, the
+    time, the commit and `machine(software)`.
+    """
     record = {
         "table": table,
         **record,
+        **({"round": args.round} if getattr(args, "round", None) is not None else {}),
         "quick": bool(args.quick),
         "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
-        "machine": machine(),
+        "machine": machine(software),
     }
     line = json.dumps(record, sort_keys=False)
     print(line, flush=True)

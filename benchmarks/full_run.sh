@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The full measurements behind docs/benchmarks.md, in priority order (about 45 minutes on the
-# 2-core reference machine; B/16 training comes late, as it is the first thing to cut).
+# The full measurements behind docs/benchmarks.md, in priority order (about 75 minutes on the
+# 2-core reference machine, 30 of them side by side with timm; B/16 training comes late, as it
+# is the first thing to cut).
 # Run on a quiet machine: every JSON line records the 1-minute load average and how many
 # pytest processes were running. Then: python -m benchmarks.report --write docs/benchmarks.md
 set -euo pipefail
@@ -8,6 +9,25 @@ cd "$(dirname "$0")/.."
 step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 # LiteRT latency of every export format (converts into benchmarks/results/tflite first if needed).
 step python -m benchmarks.tflite_latency --variants S/16 B/16
+# Side by side with timm (issue 13): ours and the peer (benchmarks/peer_timm.py, timm on PyTorch's
+# CPU build in its own venv) alternate, two rounds in one window; the report pairs the lines of
+# each --round. Batch 32 on the machine's cores against timm on 2 threads, then LiteRT at batch 1
+# against timm at batch 1 on the same 1 and 2 threads, with LiteRT's repeats.
+peer_venv=$(benchmarks/peer_env.sh)
+peer() {
+  step env PYTHONPATH="$peer_venv/torchvision-stub" \
+    "$peer_venv/bin/python" -m benchmarks.peer_timm --variants S/16 B/16 "$@"
+}
+for round in 1 2; do
+  step python -m benchmarks.train_throughput --variants S/16 B/16 --modes graph xla \
+      --precisions float32 mixed_bfloat16 --batch-size 32 --round "$round"
+  step python -m benchmarks.inference_throughput --variants S/16 B/16 --modes graph xla \
+      --precisions float32 mixed_bfloat16 --batch-sizes 32 --round "$round"
+  peer --figures throughput --round "$round"
+  step python -m benchmarks.tflite_latency --variants S/16 B/16 --formats fp32 dynamic_int8 int8 \
+      --round "$round"
+  peer --figures latency --repeats 10 --warmup 2 --round "$round"
+done
 step python -m benchmarks.patch_scaling --variant S/16 --repeats 3
 # Input pipeline (issue 5, item 4): alone, and feeding fit, including RandAugment's before/after.
 step python -m benchmarks.input_pipeline

@@ -6,7 +6,7 @@
 
 With --write, each table replaces the text between `<!-- begin NAME -->` and
 `<!-- end NAME -->` in the given Markdown file (NAME: flops, train, inference, backends, tflite,
-scaling, op_profile, input_pipeline); the prose around them is left alone.
+scaling, op_profile, input_pipeline, peer); the prose around them is left alone.
 
 For each measurement key (variant, mode, precision, ...) the latest line wins, so a rerun
 replaces a number rather than adding a row. Quick (smoke) lines are ignored unless --quick.
@@ -43,12 +43,18 @@ KEYS = {
     "input_pipeline": (
         "pipeline", "measure", "variant", "precision", "mode", "batch_size", "image_size"
     ),
+    "peer_timm": ("variant", "what", "precision", "batch_size", "threads", "image_size", "round"),
 }
 
 
-def load(results_dir, table, quick=False):
-    """The latest record per key of `results_dir/<table>.jsonl`, in first-seen order."""
+def load(results_dir, table, quick=False, by_round=False):
+    """The latest record per key of `results_dir/<table>.jsonl`, in first-seen order.
+
+    `by_round`: the round (`--round`) is part of the key, so each round of an alternated run
+    keeps its own line (the peer table pairs ours and timm's by round).
+    """
     path = os.path.join(results_dir, f"{table}.jsonl")
+    keys = KEYS[table] + (("round",) if by_round and "round" not in KEYS[table] else ())
     latest = {}
     if not os.path.exists(path):
         return []
@@ -57,7 +63,7 @@ def load(results_dir, table, quick=False):
             record = json.loads(line)
             if record.get("quick", False) != quick:
                 continue
-            latest[tuple(str(record.get(key)) for key in KEYS[table])] = record
+            latest[tuple(str(record.get(key)) for key in keys)] = record
     return list(latest.values())
 
 
@@ -105,11 +111,16 @@ def variant_label(record):
     return record["variant"] + ("" if framework == "keras" else f" ({framework})")
 
 
+def variant_order(variant):
+    """A variant's place in the paper's order (unknown names last)."""
+    variants = ["tiny", "S/32", "S/16", "B/32", "B/16", "L/32", "L/16", "H/14"]
+    return variants.index(variant) if variant in variants else len(variants)
+
+
 def throughput_order(record):
     """Rows by variant (paper order), framework, precision, mode, GELU (before first), batch."""
-    variants = ["tiny", "S/32", "S/16", "B/32", "B/16", "L/32", "L/16", "H/14"]
     return (
-        variants.index(record["variant"]) if record["variant"] in variants else len(variants),
+        variant_order(record["variant"]),
         record.get("framework", "keras") != "keras",
         record["precision"] != "float32",
         ["eager", "graph", "xla"].index(record["mode"]),
@@ -319,6 +330,139 @@ def backends_matmul_table(records):
     return markdown(
         ["backend", "float32 GFLOP/s", "bfloat16 GFLOP/s"],
         [[b, *(f"{best.get((b, d), 0):.0f}" for d in ("float32", "bfloat16"))] for b in backends],
+
+
+# The side-by-side of issue 13: for each of timm's figures (what, precision, batch size), our
+# table and which of its records compete; ours is the best of them (the highest median images/s),
+# measured in the same round as timm's. Throughput: our compiled modes as shipped (graph and
+# XLA, the GELU in float32; float32 against timm's float32, mixed_bfloat16 against its bfloat16
+# autocast). Batch 1: the LiteRT .tflite file on as many XNNPACK threads as timm's torch threads
+# (fp32 against timm's float32, the better of dynamic_int8 and int8 against its dynamic int8).
+COMPILED = ("graph", "xla")
+PEER_ROWS = [
+    (("training", "float32", 32), "train_throughput",
+     {"precision": ("float32",), "mode": COMPILED, "gelu_dtype": ("float32",)}),
+    (("training", "autocast_bfloat16", 32), "train_throughput",
+     {"precision": ("mixed_bfloat16",), "mode": COMPILED, "gelu_dtype": ("float32",)}),
+    (("inference", "float32", 32), "inference_throughput",
+     {"framework": ("keras",), "precision": ("float32",), "mode": COMPILED,
+      "gelu_dtype": ("float32",)}),
+    (("inference", "autocast_bfloat16", 32), "inference_throughput",
+     {"framework": ("keras",), "precision": ("mixed_bfloat16",), "mode": COMPILED,
+      "gelu_dtype": ("float32",)}),
+    (("inference", "float32", 1), "tflite_latency", {"format": ("fp32",)}),
+    (("inference", "dynamic_int8", 1), "tflite_latency", {"format": ("dynamic_int8", "int8")}),
+]
+# What a record of ours shares with timm's to be set against it, besides variant, size and round.
+SAME_AS_TIMM = {
+    "train_throughput": ("batch_size",),
+    "inference_throughput": ("batch_size",),
+    "tflite_latency": ("threads",),
+}
+
+
+def images_per_s(record):
+    """A record's {median, min, max} images/s; LiteRT's lines give batch-1 milliseconds."""
+    if "images_per_s" in record:
+        return record["images_per_s"]
+    latency = record["latency_ms"]
+    return {"median": 1e3 / latency["median"], "min": 1e3 / latency["max"],
+            "max": 1e3 / latency["min"]}
+
+
+def our_configuration(record):
+    return f"{record['format']}.tflite" if "format" in record else record["mode"]
+
+
+def our_best(peer, table, wanted, ours):
+    """Our fastest record of `table` set against timm's record `peer`, or None."""
+    same = ("variant", "image_size", "round", *SAME_AS_TIMM[table])
+    candidates = [
+        r for r in ours[table]
+        if all(r.get(key) == peer[key] for key in same)
+        and all(r.get(key) in values for key, values in wanted.items())
+    ]
+    return max(candidates, key=lambda r: images_per_s(r)["median"], default=None)
+
+
+def peer_table(peers, ours):
+    """keras-mixer's best beside timm's for each of timm's figures (PEER_ROWS), paired by round
+    (only lines of an alternated run, with `--round`; a figure with nothing of ours in its round
+    has no row); the window's time, CPU and load below.
+
+    `peers`: the peer_timm records; `ours`: {table: records, by round} of our three tables.
+    """
+    rows, used = {}, []
+    for peer in peers:
+        figure = (peer["what"], peer["precision"], peer["batch_size"])
+        spec = next((row for row in PEER_ROWS if row[0] == figure), None)
+        if spec is None or peer.get("round") is None:
+            continue
+        mine = our_best(peer, spec[1], spec[2], ours)
+        if mine is None:
+            continue
+        key = (peer["variant"], *figure, peer["threads"], peer["image_size"])
+        rows.setdefault(key, []).append((peer, mine))
+        used += [peer, mine]
+    figures = [row[0] for row in PEER_ROWS]
+
+    def order(key):
+        return variant_order(key[0]), figures.index(key[1:4]), key[4]
+
+    lines = []
+    for key in sorted(rows, key=order):
+        pairs = rows[key]
+        timm_best = max((peer for peer, _ in pairs), key=lambda r: images_per_s(r)["median"])
+        mine_best = max((mine for _, mine in pairs), key=lambda r: images_per_s(r)["median"])
+        ratio = images_per_s(mine_best)["median"] / images_per_s(timm_best)["median"]
+        per_round = ", ".join(
+            f"{images_per_s(mine)['median'] / images_per_s(peer)['median']:.2f}"
+            for peer, mine in sorted(pairs, key=lambda pair: pair[0]["round"])
+        )
+        loads = [r["machine"]["load_average_1min"] for pair in pairs for r in pair]
+        variant, what, precision, batch, threads, _ = key
+        lines.append([
+            variant, what, batch, threads,
+            f"{our_configuration(mine_best)} {mine_best.get('precision', '')}".strip(),
+            spread(images_per_s(mine_best), digits=2),
+            precision,
+            spread(images_per_s(timm_best), digits=2),
+            f"**{ratio:.2f}x**",
+            per_round,
+            f"{min(loads):.1f}–{max(loads):.1f}",
+        ])
+    table = markdown(
+        ["variant", "what", "batch", "timm threads", "keras-mixer's best",
+         "keras-mixer images/s median (min–max)", "timm (eager PyTorch)",
+         "timm images/s median (min–max)", "ours / timm", "ours / timm per round", "load avg"],
+        lines,
+    )
+    return table + "\n\n" + peer_window(used)
+
+
+def peer_window(records):
+    """One sentence: when, on which CPU and clock, and how loaded, the paired lines were taken."""
+    if not records:
+        return "No round of an alternated run has both sides yet (benchmarks/full_run.sh)."
+    times = sorted(r["time_utc"] for r in records)
+    cpus = sorted({
+        f"{r['machine']['cpu']} ({r['machine']['cores']} cores, "
+        + (f"{r['machine']['mhz']:.0f} MHz" if r["machine"].get("mhz") else "clock unknown")
+        + " in /proc/cpuinfo)"
+        for r in records
+    })
+    loads = [r["machine"]["load_average_1min"] for r in records]
+    rounds = sorted({r["round"] for r in records})
+    versions = sorted({
+        f"torch {r['machine']['torch']}, timm {r['machine']['timm']}"
+        for r in records if "timm" in r["machine"]
+    })
+    return (
+        f"Window: {times[0]} to {times[-1]} (round{'s' if len(rounds) > 1 else ''} "
+        f"{', '.join(map(str, rounds))}), on "
+        f"{' and '.join(cpus)}; 1-minute load average {min(loads):.1f}–{max(loads):.1f}; "
+        f"at most {max(r['machine']['other_pytest_processes'] for r in records)} pytest "
+        f"processes; {'; '.join(versions)}."
     )
 
 
@@ -462,6 +606,12 @@ def main(argv=None):
         sections["backends_matmul"] = backends_matmul_table(tables["backends_matmul"])
     if tables["input_pipeline"]:
         sections["input_pipeline"] = input_pipeline_table(tables["input_pipeline"])
+    if tables["peer_timm"]:
+        ours = {
+            table: load(args.results_dir, table, args.quick, by_round=True)
+            for table in SAME_AS_TIMM
+        }
+        sections["peer"] = peer_table(tables["peer_timm"], ours)
     print("\n\n".join(f"### {name}\n\n{body}" for name, body in sections.items()))
     if args.write:
         write_sections(args.write, sections)

@@ -6,10 +6,13 @@ consistency, and the FLOP counts against a closed form written out independently
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
+from helpers import ENV, program, run_bounded
 
 from benchmarks import (
     backends,
@@ -326,3 +329,157 @@ def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tm
             assert record["gflops"] == pytest.approx(rate * per_image / 1e9)
     table = report.backends_table(records)
     assert "| tiny | inference | float32 | 32 |" in table and table.count("x |") == 4
+
+
+def tiny_parameters(image_size, patch=4, hidden=16, blocks=2, tokens_mlp=8, channels_mlp=32,
+                    classes=10):
+    """The tiny Mixer's parameter count, layer by layer (weights and biases, LayerNorm scale
+    and offset)."""
+    patches = (image_size // patch) ** 2
+    count = patch * patch * 3 * hidden + hidden  # stem
+    for _ in range(blocks):
+        count += 2 * hidden  # LayerNorm before token mixing
+        count += patches * tokens_mlp + tokens_mlp + tokens_mlp * patches + patches
+        count += 2 * hidden  # LayerNorm before channel mixing
+        count += hidden * channels_mlp + channels_mlp + channels_mlp * hidden + hidden
+    return count + 2 * hidden + hidden * classes + classes  # final LayerNorm, head
+
+
+def peer_env():
+    """What the peer's subprocess sees: the repository and tests/ first, then the caller's
+    PYTHONPATH (where a stub torchvision is, benchmarks/peer_env.sh)."""
+    return {"PYTHONPATH": os.pathsep.join([ENV["PYTHONPATH"], os.environ.get("PYTHONPATH", "")])}
+
+
+def test_peer_imports_without_tensorflow():
+    # The peer's environment has no TensorFlow or Keras: the script and common must not need them.
+    code, output = run_bounded(program("peer_alone"), timeout=60)
+    assert code == 0, output[-3000:]
+    record = json.loads(output.strip().splitlines()[-1])
+    assert record["cores"] >= 1 and "tensorflow" not in record and "keras" not in record
+
+
+def test_peer_timm_quick_measures_timms_mixer_as_ours_are(tmp_path):
+    # Runs where timm imports (its own venv: benchmarks/peer_env.sh; the main environment has
+    # PyTorch but not timm, so there this skips). Probed in a subprocess, as the peer runs: timm
+    # stays out of this TensorFlow process, and a CUDA-built torchvision fails with a
+    # RuntimeError that an import check here would not catch.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import timm"], env={**os.environ, **peer_env()},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if probe.returncode:
+        pytest.skip(f"timm does not import: {(probe.stderr.strip().splitlines() or ['?'])[-1]}")
+    code, output = run_bounded(
+        program("peer_alone", "--quick", "--results-dir", tmp_path, "--round", 1),
+        env=peer_env(),
+    )
+    assert code == 0, output[-3000:]
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert [(r["what"], r["precision"], r["batch_size"], r["threads"]) for r in records] == [
+        ("training", "float32", 32, 2),
+        ("training", "autocast_bfloat16", 32, 2),
+        ("inference", "float32", 32, 2),
+        ("inference", "autocast_bfloat16", 32, 2),
+        ("inference", "float32", 1, 1),
+        ("inference", "float32", 1, 2),
+        ("inference", "dynamic_int8", 1, 1),
+        ("inference", "dynamic_int8", 1, 2),
+    ]
+    for record in records:
+        summary = record["step" if record["what"] == "training" else "batch"]
+        check_summary(summary)
+        check_rate(record["images_per_s"])
+        assert record["images_per_s"]["median"] == pytest.approx(
+            record["batch_size"] / summary["median_s"]
+        )
+        # timm's Mixer built from the tiny config is the tiny Mixer, parameter for parameter.
+        assert record["parameters"] == tiny_parameters(TINY_IMAGE) == 3818
+        assert record["round"] == 1 and record["quick"] is True
+        assert {"torch", "timm", "torchvision"} <= set(record["machine"])
+        assert "tensorflow" not in record["machine"]
+    with open(tmp_path / "peer_timm.jsonl") as lines:
+        assert len(lines.readlines()) == len(records)
+
+
+def peer_line(round_index, load, images_per_s=None, **fields):
+    """A synthetic JSON line: `fields`, a round, a machine, and images/s as a median with a
+    +-10% spread when given."""
+    record = {**fields, "round": round_index, "image_size": 224, "variant": "S/16",
+              "time_utc": f"2026-12-01T13:0{round_index}:00+00:00",
+              "machine": {"cpu": "Test CPU", "cores": 2, "mhz": 2600.0,
+                          "load_average_1min": load, "other_pytest_processes": 0}}
+    if images_per_s is not None:
+        record["images_per_s"] = {
+            "median": images_per_s, "min": 0.9 * images_per_s, "max": 1.1 * images_per_s,
+        }
+    return record
+
+
+def table_row(table, start):
+    (line,) = [line for line in table.splitlines() if line.startswith(start)]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
+    timm_versions = {"torch": "2.13.0+cpu", "timm": "1.0.31"}
+    peers = [
+        peer_line(1, 1.0, 5.0, what="training", precision="float32", batch_size=32, threads=2),
+        peer_line(2, 1.2, 4.0, what="training", precision="float32", batch_size=32, threads=2),
+        peer_line(1, 1.1, 50.0, what="inference", precision="dynamic_int8", batch_size=1,
+                  threads=1),
+        # Not from an alternated run (no round): no row.
+        peer_line(None, 0.5, 1.0, what="inference", precision="float32", batch_size=32,
+                  threads=2),
+    ]
+    for peer in peers:
+        peer["machine"].update(timm_versions)
+    train = {"precision": "float32", "gelu_dtype": "float32", "batch_size": 32}
+    trains = [
+        peer_line(1, 1.3, 8.0, mode="graph", **train),
+        peer_line(1, 1.4, 10.0, mode="xla", **train),
+        peer_line(2, 1.5, 9.0, mode="graph", **train),
+        peer_line(2, 1.6, 6.0, mode="xla", **train),
+        # None of these compete: eager, the GELU before its fix, another batch, no round.
+        peer_line(1, 0.1, 100.0, mode="eager", **train),
+        peer_line(1, 0.1, 50.0, mode="xla", **{**train, "gelu_dtype": "compute"}),
+        peer_line(1, 0.1, 200.0, mode="xla", **{**train, "batch_size": 8}),
+        peer_line(None, 0.1, 300.0, mode="xla", **train),
+    ]
+    results = tmp_path / "results"
+    results.mkdir()
+    with open(results / "train_throughput.jsonl", "w") as lines:
+        lines.writelines(json.dumps(record) + "\n" for record in trains)
+    # by_round keeps each round's line of a key; without it the latest line of a key wins.
+    by_round = report.load(results, "train_throughput", by_round=True)
+    latest = report.load(results, "train_throughput")
+    assert len(by_round) == len(trains) and len(latest) == 5
+    assert [r["images_per_s"]["median"] for r in latest if r["mode"] == "graph"] == [9.0]
+
+    def litert(format_name, threads, latency_ms):
+        return peer_line(1, 1.7, format=format_name, threads=threads,
+                         latency_ms={"median": latency_ms, "min": 0.9 * latency_ms,
+                                     "max": 1.1 * latency_ms})
+
+    tflites = [
+        litert("dynamic_int8", 1, 10.0),
+        litert("int8", 1, 8.0),
+        litert("fp16", 1, 2.0),  # not an int8 format
+        litert("int8", 2, 4.0),  # timm's figure is on 1 thread
+    ]
+    ours = {"train_throughput": by_round, "inference_throughput": [], "tflite_latency": tflites}
+    table = report.peer_table(peers, ours)
+
+    training = table_row(table, "| S/16 | training | 32 | 2 |")
+    assert training[4:6] == ["xla float32", "10.00 (9.00–11.00)"]
+    assert training[6:8] == ["float32", "5.00 (4.50–5.50)"]
+    assert training[8:10] == [f"**{10.0 / 5.0:.2f}x**", f"{10.0 / 5.0:.2f}, {9.0 / 4.0:.2f}"]
+    # The load of the lines paired: timm's (1.0, 1.2) and our best of each round (1.4, 1.5).
+    assert training[10] == "1.0–1.5"
+    latency = table_row(table, "| S/16 | inference | 1 | 1 |")
+    # int8 at 8 ms (125 images/s) beats dynamic_int8 at 10 ms; timm: 50 images/s.
+    assert latency[4:6] == ["int8.tflite", f"{1e3 / 8:.2f} ({1e3 / 8.8:.2f}–{1e3 / 7.2:.2f})"]
+    assert latency[8] == f"**{1e3 / 8 / 50:.2f}x**"
+    assert len([line for line in table.splitlines() if line.startswith("| S/16")]) == 2
+    assert "13:01:00" in table and "13:02:00" in table and "Test CPU (2 cores, 2600 MHz" in table
+    assert "torch 2.13.0+cpu, timm 1.0.31" in table
