@@ -330,6 +330,7 @@ def backends_matmul_table(records):
     return markdown(
         ["backend", "float32 GFLOP/s", "bfloat16 GFLOP/s"],
         [[b, *(f"{best.get((b, d), 0):.0f}" for d in ("float32", "bfloat16"))] for b in backends],
+    )
 
 
 # The side-by-side of issue 13: for each of timm's figures (what, precision, batch size), our
