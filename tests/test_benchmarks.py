@@ -298,7 +298,7 @@ def test_first_step_quick_times_run_to_its_first_step(capsys, tmp_path):
 
 
 def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tmp_path):
-    backends.main(["--quick", "--results-dir", str(tmp_path)])
+    backends.main(["--quick", "--results-dir", str(tmp_path), "--precisions", "float32"])
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
     records = [json.loads(line) for line in lines]
     products = [r for r in records if r["table"] == "backends_matmul"]
@@ -315,7 +315,7 @@ def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tm
     expected = [
         (backend, mode, precision, what)
         for backend, modes in backends.BACKEND_MODES.items()
-        for precision in common.PRECISIONS
+        for precision in ("float32",)
         for mode in modes
         for what in ("training", "inference")
     ]
@@ -328,7 +328,7 @@ def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tm
             rate = record["batch_size"] / record["step"]["median_s"]
             assert record["gflops"] == pytest.approx(rate * per_image / 1e9)
     table = report.backends_table(records)
-    assert "| tiny | inference | float32 | 32 |" in table and table.count("x |") == 4
+    assert "| tiny | inference | float32 | 32 |" in table and table.count("x |") == 2
 
 
 def tiny_parameters(image_size, patch=4, hidden=16, blocks=2, tokens_mlp=8, channels_mlp=32,

@@ -95,12 +95,19 @@ def test_every_other_recipe_trains_under_jax(data_dir, tmp_path):
     code, output = run_bounded(program("jax_recipes", data_dir, tmp_path), env=TWO_DEVICES)
     assert code == 0, output[-3000:]
     lines = {line.split()[0]: line for line in output.splitlines() if " steps=" in line}
-    for name, policy in (("pretrain", "mixed_bfloat16"), ("i1k", "mixed_bfloat16"),
-                         ("finetune", "mixed_bfloat16")):
-        assert lines[name].endswith(f"policy={policy}"), output[-3000:]
+    for name in ("pretrain", "i1k", "finetune"):
+        assert lines[name].endswith("policy=mixed_bfloat16"), output[-3000:]
         assert f" steps={DIGITS_STEPS_PER_EPOCH} " in lines[name]
+    for name in ("pretrain", "i1k"):
         info = json.loads((tmp_path / name / "run_info.json").read_text())
         assert info["strategy"] == "DataParallel" and info["num_replicas"] == 2
+    # The last one trained into ram://: every file there, through the storage layer.
+    remote = {line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("ram:// ")}
+    for name in ("config.json", "run_info.json", "model.keras", "metrics.json",
+                 "backup/checkpoint.weights.h5", "backup/step.json", "logs/history.csv"):
+        assert name in remote, sorted(remote)
+    assert not any(".partial-" in name for name in remote)
+    assert not (tmp_path / "finetune").exists()
 
 
 @pytest.mark.slow
