@@ -54,14 +54,21 @@ def jax_config_args(data_dir, run_dir, *extra):
             *extra]
 
 
-def test_cli_trains_under_jax_and_the_run_exports_on_tensorflow(data_dir, tmp_path):
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def jax_run(data_dir, tmp_path_factory):
+    """The digits recipe trained by the command line under JAX on 2 devices, 2 epochs."""
+    run_dir = tmp_path_factory.mktemp("jax") / "run"
     code, output = run_bounded(
         [sys.executable, "-m", "training.train", *jax_config_args(data_dir, run_dir),
          "--epochs", "2", "--set", "steps_per_execution=3"],
         env=TWO_DEVICES,
     )
     assert code == 0, output[-3000:]
+    return run_dir
+
+
+def test_cli_trains_under_jax_with_the_run_directory_contract(jax_run):
+    run_dir = jax_run
     config = json.loads((run_dir / "config.json").read_text())
     info = json.loads((run_dir / "run_info.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -77,7 +84,10 @@ def test_cli_trains_under_jax_and_the_run_exports_on_tensorflow(data_dir, tmp_pa
     accuracy = float(np.mean(predicted == np.concatenate(labels)))
     assert abs(accuracy - metrics["test_accuracy"]) < 1e-6 and accuracy > 0.3
 
+
+def test_a_jax_run_exports_on_tensorflow_with_every_check(jax_run):
     pytest.importorskip("ai_edge_litert")  # the Cloud TPU stack exports elsewhere
+    run_dir = jax_run
     code, output = run_bounded(
         [sys.executable, "-m", "export.convert", str(run_dir), "--out", str(run_dir / "export"),
          "--formats", "fp32", "int8"],
