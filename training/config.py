@@ -21,6 +21,7 @@ from training.errors import ConfigError
 STRATEGY_KINDS = ("auto", "tpu", "multi_worker", "mirrored", "default")
 # The Keras backends a run trains under (training/placement.py); "auto": KERAS_BACKEND's.
 BACKENDS = ("auto", "tensorflow", "jax")
+TRAINING_BACKENDS = tuple(name for name in BACKENDS if name != "auto")
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # RandAugment's magnitude scale: 0..30 (Cubuk et al., 2020; the paper's 15 is mid-scale).
 RANDAUGMENT_MAX_MAGNITUDE = 30

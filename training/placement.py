@@ -16,10 +16,8 @@ from collections.abc import Callable
 
 import keras
 
-from training.config import BACKENDS
+from training.config import TRAINING_BACKENDS
 from training.errors import ConfigError
-
-TRAINING_BACKENDS = tuple(name for name in BACKENDS if name != "auto")
 
 
 @dataclasses.dataclass(frozen=True)

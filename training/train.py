@@ -69,7 +69,7 @@ CONFIG_FLAGS = (
 
 
 def parse_args(argv=None):
-    from training.config import BACKENDS, DTYPE_POLICIES, SETTINGS, STRATEGY_KINDS
+    from training.config import DTYPE_POLICIES, SETTINGS, STRATEGY_KINDS, TRAINING_BACKENDS
 
     settings = "\n".join(
         f"  {key} = {json.dumps(setting.default)}" + (f"  ({setting.help})" if setting.help else "")
@@ -104,7 +104,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int)
     parser.add_argument(
         "--backend",
-        choices=[name for name in BACKENDS if name != "auto"],
+        choices=TRAINING_BACKENDS,
         help="the Keras backend to train on (sets KERAS_BACKEND; default: KERAS_BACKEND's)",
     )
     parser.add_argument(
