@@ -22,12 +22,11 @@ Both spellings give the Keras model's float logits to float32 round-off (tested)
 """
 
 import math
-import types
 
 import keras
 import tensorflow as tf
 
-from keras_mixer.mlp_mixer import build_mixer, gelu_tanh
+from keras_mixer.mlp_mixer import activations_as_layers, build_mixer, gelu_tanh, with_layers
 
 # 2 sqrt(2/pi) and 2 sqrt(2/pi) * 0.044715: the tanh-GELU's argument, doubled for the sigmoid.
 GELU_SIGMOID_LINEAR = 2.0 * math.sqrt(2.0 / math.pi)
@@ -44,10 +43,12 @@ def gelu_sigmoid(x):
 
 
 def integer_friendly(layers):
-    """Returns `layers` with LayerNormalization and the GELU Activation in int8-delegable ops.
+    """Returns `layers` with LayerNormalization and the GELU in int8-delegable ops.
 
     The replacements subclass the namespace's own layers, so they hold the same weights in
-    the same order (gamma, beta) and take the same constructor arguments.
+    the same order (gamma, beta) and take the same constructor arguments. The GELU is an
+    Activation layer of its own (`activations_as_layers`): tfmot's QAT learns its output
+    range (export.optimize.OutputQuantizeConfig).
 
     Example:
     >>> export_model = rebuild(model, integer_friendly(keras.layers))
@@ -63,12 +64,10 @@ def integer_friendly(layers):
             normalised = centred * tf.math.rsqrt(variance + self.epsilon)
             return normalised * self.gamma + self.beta
 
-    def activation(function, **kwargs):
-        return layers.Activation(gelu_sigmoid if function is gelu_tanh else function, **kwargs)
-
-    namespace = {name: getattr(layers, name) for name in dir(layers) if not name.startswith("_")}
-    namespace.update(LayerNormalization=IntegerFriendlyLayerNormalization, Activation=activation)
-    return types.SimpleNamespace(**namespace)
+    return with_layers(
+        activations_as_layers(layers, substitutes={gelu_tanh: gelu_sigmoid}),
+        LayerNormalization=IntegerFriendlyLayerNormalization,
+    )
 
 
 def mixer_config(model):

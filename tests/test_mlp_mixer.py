@@ -149,18 +149,67 @@ def test_fit_with_xla_reduces_loss(tiny_config):
 def test_mixed_bfloat16_policy(tiny_config):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = MlpMixer(**tiny_config, num_classes=3, image_size=16)
+        model = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16))
         assert model.get_layer("stem").compute_dtype == "bfloat16"
         assert model.get_layer("stem").kernel.dtype == "float32"
-        # The GELU computes in float32 (the bfloat16 CPU kernels are the slow path), the
-        # matmuls around it in bfloat16.
-        gelus = [layer for layer in model.layers if layer.name.endswith("_gelu")]
-        assert len(gelus) == 2 * tiny_config["num_blocks"]
-        assert all(layer.compute_dtype == "float32" for layer in gelus)
-        assert model.get_layer("mixer_block_0_channel_mixing_dense_1").compute_dtype == "bfloat16"
-        assert model(random_images(2, 16)).shape == (2, 3)
+        assert model.get_layer("mixer_block_0_channel_mixing_dense_0").compute_dtype == "bfloat16"
+        images = random_images(2, 16)
+        logits = np.asarray(model.predict(images, verbose=0), np.float32)
+        # bfloat16 keeps 8 bits of mantissa: the float32 NumPy logits to a few percent.
+        expected = mixer_forward(official_params(model), images / 127.5 - 1.0)
+        np.testing.assert_allclose(logits, expected, atol=0.05 * np.abs(expected).max())
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def executed_ops(model, images):
+    """(op type, fused ops) of every kernel TensorFlow runs for `model` on `images`, after
+    grappler and oneDNN's remapper: what a graph-mode `predict` executes."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    forward = tf.function(lambda x: model(x, training=False))
+    frozen = convert_variables_to_constants_v2(
+        forward.get_concrete_function(tf.TensorSpec(images.shape, tf.float32))
+    )
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(frozen.graph.as_graph_def(), name="")
+        metadata = tf.compat.v1.RunMetadata()
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(
+                frozen.outputs[0].name,
+                {frozen.inputs[0].name: images},
+                options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                run_metadata=metadata,
+            )
+    return [
+        (node.op, [op.decode() for op in node.attr["fused_ops"].list.s])
+        for partition in metadata.partition_graphs
+        for node in partition.node
+    ]
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_mlp_matmul_bias_and_gelu_run_as_one_onednn_kernel(tiny_config, precision):
+    # keras_mixer.mlp_mixer.Dense exists for this fusion (docs/benchmarks.md, "Slow paths"):
+    # every MLP's first Dense is one fused matmul with its bias and GELU, its second one
+    # with its bias, and no GELU op (Tanh) runs on its own.
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        pytest.skip("oneDNN is switched off: TensorFlow's remapper does not fuse")
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        # Random biases: grappler folds away a BiasAdd of the zeros Keras initialises.
+        model = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16))
+        ops = executed_ops(model, random_images(2, 16))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    fused = [fused_ops for op, fused_ops in ops if fused_ops]
+    blocks = tiny_config["num_blocks"]
+    assert fused.count(["BiasAdd", "GeluApproximate"]) == 2 * blocks
+    assert fused.count(["BiasAdd"]) == 2 * blocks + 2  # + the stem convolution and the head
+    assert not [op for op, _ in ops if op in ("Tanh", "Square", "Pow")]
 
 
 def test_tf_keras_twin_has_same_weights_and_outputs(tiny_config):
