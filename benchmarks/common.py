@@ -16,7 +16,6 @@ import platform
 import statistics
 import subprocess
 import time
-import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,8 +27,12 @@ TINY_IMAGE_SIZE = 16
 TINY_NUM_CLASSES = 10
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-# "float32": keras_mixer as it ships; "compute": the GELU in the policy's compute dtype (before).
-GELU_DTYPES = ("float32", "compute")
+# How a build spells the MLP's Dense-GELU, the same function each way (docs/benchmarks.md,
+# "Slow paths"): "fused" is keras_mixer as it ships, its Dense handing matmul, bias and GELU
+# to oneDNN as one kernel; "float32" is before that fix (Keras's Dense, then the GELU as a
+# float32 Activation layer); "compute" is before the first fix (the GELU in the policy's
+# compute dtype).
+GELU_DTYPES = ("fused", "float32", "compute")
 
 
 def parser(description):
@@ -66,8 +69,8 @@ def add_model_variations(arguments):
         "--gelu-dtypes",
         nargs="+",
         choices=GELU_DTYPES,
-        default=["float32"],
-        help="'compute': the GELU in the policy's compute dtype, as before the slow-path fix",
+        default=["fused"],
+        help="'fused': as shipped; 'float32', 'compute': as before each slow-path fix",
     )
 
 
@@ -222,24 +225,21 @@ def emit(table, record, args, software=None):
     return record
 
 
-def compute_dtype_gelu(layers):
-    """`layers` whose Activations follow the global dtype policy: keras_mixer before its GELU fix.
+def mixer_layers(module, gelu_dtype):
+    """The layers namespace a benchmark build of `gelu_dtype` (GELU_DTYPES) passes build_mixer.
 
-    The "before" of the bfloat16 GELU slow-path fix: keras_mixer computes its GELU in
-    float32; under `mixed_bfloat16` this builds the GELU in bfloat16 as the first release
-    did, so both can be measured in one run. The function is unchanged in float32 models.
-    See docs/benchmarks.md, "Slow path".
+    tf_keras has no fused Dense: its "fused" build is the tf_keras twin as export builds it
+    (the GELU inside tf_keras's Dense, in the policy's dtype).
 
     Example:
-    >>> inputs, outputs = build_mixer(compute_dtype_gelu(keras.layers), **get_variant("S/16"))
+    >>> inputs, outputs = build_mixer(mixer_layers(keras, "float32"), **get_variant("S/16"))
     """
-    namespace = {name: getattr(layers, name) for name in dir(layers) if not name.startswith("_")}
+    from keras_mixer import mlp_mixer
 
-    def activation(function, **kwargs):
-        return layers.Activation(function, **{**kwargs, "dtype": None})
-
-    namespace["Activation"] = activation
-    return types.SimpleNamespace(**namespace)
+    if gelu_dtype == "fused":
+        return mlp_mixer.KERAS_LAYERS if module.__name__ == "keras" else module.layers
+    dtype = {"float32": "float32", "compute": None}[gelu_dtype]
+    return mlp_mixer.activations_as_layers(module.layers, dtype=dtype)
 
 
 def set_precision(precision):
@@ -253,24 +253,47 @@ def set_precision(precision):
     tf_keras.mixed_precision.set_global_policy(precision)
 
 
-def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="float32", framework="keras"):
+def build_model(variant, *, image_size, num_classes=1000, gelu_dtype="fused", framework="keras"):
     """A Mixer for benchmarking: a paper variant name, or "tiny" (the --quick config).
 
-    `gelu_dtype="float32"` is keras_mixer as it ships; "compute" builds the same function with
-    the GELU in the policy's compute dtype, as before the slow-path fix (`compute_dtype_gelu`).
+    `gelu_dtype="fused"` is keras_mixer's `MlpMixer` as users get it; "float32" and "compute"
+    build the same function as before each slow-path fix (`mixer_layers`).
     `framework="tf_keras"` builds the same graph from tf_keras (Keras 2) layers, the twin
     export hands to tfmot: a peer implementation on the same runtime. Weights are random: speed does not depend on them.
     """
     import keras
     import tf_keras
 
-    from keras_mixer import build_mixer, get_variant
+    from keras_mixer import MlpMixer, build_mixer, get_variant
 
     config = dict(TINY) if variant == "tiny" else get_variant(variant)
     module = {"keras": keras, "tf_keras": tf_keras}[framework]
-    layers = compute_dtype_gelu(module.layers) if gelu_dtype == "compute" else module.layers
+    if framework == "keras" and gelu_dtype == "fused":
+        model = MlpMixer(**config, num_classes=num_classes, image_size=image_size)
+        return model, config
+    layers = mixer_layers(module, gelu_dtype)
     inputs, outputs = build_mixer(layers, **config, num_classes=num_classes, image_size=image_size)
     return module.Model(inputs, outputs, name=f"mixer_{variant.replace('/', '_')}"), config
+
+
+def randomize_identities(model, seed=0):
+    """`model` with random head, biases and LayerNorm scales and offsets, as a trained one has.
+
+    Keras initialises LayerNorm to scale 1 and offset 0, and biases and the Mixer's head to 0.
+    A graph with such weights as constants (a frozen graph, a TFLite file) folds them away,
+    and with them the kernels a trained model runs (a BiasAdd, a fused GELU), so the
+    benchmarks that freeze or convert a model randomize them first.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        name = weight.path.split("/")[-1]
+        if name in ("gamma", "beta", "bias") or weight.path.startswith("head/"):
+            center = 1.0 if name == "gamma" else 0.0
+            spread = 0.02 if weight.path.startswith("head/") else 0.1
+            weight.assign(rng.normal(center, spread, weight.shape).astype("float32"))
+    return model
 
 
 def random_images(count, image_size, seed=0):

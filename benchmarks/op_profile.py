@@ -97,7 +97,7 @@ def main(argv=None):
     arguments.add_argument(
         "--precision", choices=common.PRECISIONS, default="mixed_bfloat16"
     )
-    arguments.add_argument("--gelu-dtype", choices=common.GELU_DTYPES, default="float32")
+    arguments.add_argument("--gelu-dtype", choices=common.GELU_DTYPES, default="fused")
     arguments.add_argument("--step", choices=["forward", "train"], default="train")
     arguments.add_argument("--batch-size", type=int, default=8)
     arguments.add_argument("--image-size", type=int, default=224)
@@ -113,6 +113,7 @@ def main(argv=None):
     model, _ = common.build_model(
         variant, image_size=image_size, num_classes=num_classes, gelu_dtype=args.gelu_dtype
     )
+    common.randomize_identities(model)  # frozen as constants: zeros would fold away
     graph, images_tensor, fetch, step = traced_graph(
         model, args.batch_size, image_size, args.step, num_classes
     )

@@ -55,12 +55,11 @@ def random_mixer(variant, image_size, num_classes, seed=0):
     """A keras_mixer.MlpMixer with the graph a trained one converts to: Keras's random init
     for kernels, and random (not constant) head, biases, LayerNorm scales and offsets.
 
-    Keras initialises LayerNorm to scale 1 and offset 0 and biases and the head to 0; the
-    converter folds such identities away, so a fresh model gives a smaller TFLite graph than
-    any trained model (and a zero head a degenerate int8 output range).
+    The converter folds a fresh model's identities away (`common.randomize_identities`), so
+    it would give a smaller TFLite graph than any trained model (and a zero head a
+    degenerate int8 output range).
     """
     import keras
-    import numpy as np
 
     from keras_mixer import MlpMixer
 
@@ -71,14 +70,7 @@ def random_mixer(variant, image_size, num_classes, seed=0):
         if config
         else MlpMixer.from_variant(variant, num_classes=num_classes, image_size=image_size)
     )
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        name = weight.path.split("/")[-1]
-        if name in ("gamma", "beta", "bias") or weight.path.startswith("head/"):
-            center = 1.0 if name == "gamma" else 0.0
-            spread = 0.02 if weight.path.startswith("head/") else 0.1
-            weight.assign(rng.normal(center, spread, weight.shape).astype("float32"))
-    return model
+    return common.randomize_identities(model, seed)
 
 
 def convert_baseline(model, name, representative_images):

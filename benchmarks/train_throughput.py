@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_throughput                                  # S/32 S/16 B/16 at 224
     python -m benchmarks.train_throughput --variants S/16 --modes graph \\
-        --precisions mixed_bfloat16 --gelu-dtypes compute float32           # the slow-path fix
+        --precisions mixed_bfloat16 --gelu-dtypes compute float32 fused     # the slow-path fixes
     python -m benchmarks.train_throughput --quick
 
 Modes: "eager" (`run_eagerly=True`), "graph" (`tf.function`, Keras's default on a CPU:

@@ -231,24 +231,28 @@ def test_input_pipeline_quick_feeds_fit_from_the_training_pipelines(capsys, tmp_
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_gelu_before_the_fix_is_the_same_function():
+def test_mlp_spellings_before_the_fixes_are_the_same_function():
     common.set_precision("float32")
     shipped, _ = common.build_model("tiny", image_size=TINY_IMAGE, num_classes=10)
-    before, _ = common.build_model(
-        "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="compute"
-    )
-    before.set_weights(shipped.get_weights())
+    assert type(shipped).__name__ == "MlpMixer"
     images = common.random_images(2, TINY_IMAGE)
-    np.testing.assert_allclose(
-        before.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-6
-    )
+    for before in ("float32", "compute"):
+        model, _ = common.build_model(
+            "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype=before
+        )
+        model.set_weights(shipped.get_weights())
+        np.testing.assert_allclose(
+            model.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-6
+        )
     common.set_precision("mixed_bfloat16")
     try:
-        before, _ = common.build_model(
-            "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype="compute"
-        )
-        gelus = [layer for layer in before.layers if type(layer).__name__ == "Activation"]
-        assert gelus and all(layer.compute_dtype == "bfloat16" for layer in gelus)
+        for before, dtype in (("float32", "float32"), ("compute", "bfloat16")):
+            model, _ = common.build_model(
+                "tiny", image_size=TINY_IMAGE, num_classes=10, gelu_dtype=before
+            )
+            gelus = [layer for layer in model.layers if type(layer).__name__ == "Activation"]
+            assert len(gelus) == 2 * common.TINY["num_blocks"]
+            assert all(layer.compute_dtype == dtype for layer in gelus)
     finally:
         common.set_precision("float32")
 
@@ -434,15 +438,16 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
     ]
     for peer in peers:
         peer["machine"].update(timm_versions)
-    train = {"precision": "float32", "gelu_dtype": "float32", "batch_size": 32}
+    train = {"precision": "float32", "gelu_dtype": "fused", "batch_size": 32}
     trains = [
         peer_line(1, 1.3, 8.0, mode="graph", **train),
         peer_line(1, 1.4, 10.0, mode="xla", **train),
         peer_line(2, 1.5, 9.0, mode="graph", **train),
         peer_line(2, 1.6, 6.0, mode="xla", **train),
-        # None of these compete: eager, the GELU before its fix, another batch, no round.
+        # None of these compete: eager, the MLP before its fixes, another batch, no round.
         peer_line(1, 0.1, 100.0, mode="eager", **train),
         peer_line(1, 0.1, 50.0, mode="xla", **{**train, "gelu_dtype": "compute"}),
+        peer_line(1, 0.1, 60.0, mode="xla", **{**train, "gelu_dtype": "float32"}),
         peer_line(1, 0.1, 200.0, mode="xla", **{**train, "batch_size": 8}),
         peer_line(None, 0.1, 300.0, mode="xla", **train),
     ]
@@ -453,7 +458,7 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
     # by_round keeps each round's line of a key; without it the latest line of a key wins.
     by_round = report.load(results, "train_throughput", by_round=True)
     latest = report.load(results, "train_throughput")
-    assert len(by_round) == len(trains) and len(latest) == 5
+    assert len(by_round) == len(trains) and len(latest) == 6
     assert [r["images_per_s"]["median"] for r in latest if r["mode"] == "graph"] == [9.0]
 
     def litert(format_name, threads, latency_ms):
