@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 
-from benchmarks import common
+from benchmarks import common, flops
 
 DOCS_DIR = os.path.join(os.path.dirname(common.RESULTS_DIR), "..", "docs")
 
@@ -129,6 +129,13 @@ def throughput_order(record):
     )
 
 
+def percent_of_peak(record):
+    """Achieved GFLOP/s as a share of the peak of the record's own CPU (flops.peak), which
+    the line's `fraction_of_peak` predates for lines taken before PEAKS had a row per CPU."""
+    limit = flops.peak(record["precision"], record["machine"])
+    return f"{100 * record['achieved_gflops'] * 1e9 / limit[1]:.1f}%" if limit else "–"
+
+
 def throughput_table(records, what):
     rows = []
     for r in records:
@@ -141,7 +148,7 @@ def throughput_table(records, what):
                 r["batch_size"],
                 spread(r["images_per_s"], digits=2),
                 f"{r['achieved_gflops']:.0f}",
-                f"{100 * r['fraction_of_peak']:.1f}%",
+                percent_of_peak(r),
                 f"{r['machine']['load_average_1min']:.1f}",
             ]
         )
