@@ -379,64 +379,90 @@ def images_per_s(record):
 
 
 def our_configuration(record):
-    return f"{record['format']}.tflite" if "format" in record else record["mode"]
+    """What of ours a peer row sets against timm: a .tflite file, or a mode and precision."""
+    if "format" in record:
+        return f"{record['format']}.tflite"
+    return f"{record['mode']} {record['precision']}"
+
+
+def same_round(peer, record, table):
+    """Whether our `record` of `table` is measured as timm's `peer` is: same variant, size,
+    round and what SAME_AS_TIMM names."""
+    same = ("variant", "image_size", "round", *SAME_AS_TIMM[table])
+    return all(record.get(key) == peer[key] for key in same)
 
 
 def our_best(peer, table, wanted, ours):
     """Our fastest record of `table` set against timm's record `peer`, or None."""
-    same = ("variant", "image_size", "round", *SAME_AS_TIMM[table])
     candidates = [
         r for r in ours[table]
-        if all(r.get(key) == peer[key] for key in same)
+        if same_round(peer, r, table)
         and all(r.get(key) in values for key, values in wanted.items())
     ]
     return max(candidates, key=lambda r: images_per_s(r)["median"], default=None)
 
 
-def peer_table(peers, ours):
+def peer_rows(peers, ours):
     """keras-mixer's best beside timm's for each of timm's figures (PEER_ROWS), paired by round
     (only lines of an alternated run, with `--round`; a figure with nothing of ours in its round
-    has no row); the window's time, CPU and load below.
+    has no row), in the table's order.
 
     `peers`: the peer_timm records; `ours`: {table: records, by round} of our three tables.
+    Each row: `key` (variant, what, precision, batch, threads, image size), `pairs` (timm's
+    line and ours, one pair per round) and `timm`, `ours`: the best of the rounds on each side.
     """
-    rows, used = {}, []
+    rows = {}
     for peer in peers:
         figure = (peer["what"], peer["precision"], peer["batch_size"])
         spec = next((row for row in PEER_ROWS if row[0] == figure), None)
         if spec is None or peer.get("round") is None:
             continue
         mine = our_best(peer, spec[1], spec[2], ours)
-        if mine is None:
-            continue
-        key = (peer["variant"], *figure, peer["threads"], peer["image_size"])
-        rows.setdefault(key, []).append((peer, mine))
-        used += [peer, mine]
+        if mine is not None:
+            key = (peer["variant"], *figure, peer["threads"], peer["image_size"])
+            rows.setdefault(key, []).append((peer, mine))
     figures = [row[0] for row in PEER_ROWS]
 
     def order(key):
         return variant_order(key[0]), figures.index(key[1:4]), key[4]
 
-    lines = []
-    for key in sorted(rows, key=order):
-        pairs = rows[key]
-        timm_best = max((peer for peer, _ in pairs), key=lambda r: images_per_s(r)["median"])
-        mine_best = max((mine for _, mine in pairs), key=lambda r: images_per_s(r)["median"])
-        ratio = images_per_s(mine_best)["median"] / images_per_s(timm_best)["median"]
-        per_round = ", ".join(
-            f"{images_per_s(mine)['median'] / images_per_s(peer)['median']:.2f}"
-            for peer, mine in sorted(pairs, key=lambda pair: pair[0]["round"])
-        )
-        loads = [r["machine"]["load_average_1min"] for pair in pairs for r in pair]
-        variant, what, precision, batch, threads, _ = key
+    def fastest(records):
+        return max(records, key=lambda r: images_per_s(r)["median"])
+
+    return [
+        {"key": key, "pairs": rows[key], "timm": fastest(peer for peer, _ in rows[key]),
+         "ours": fastest(mine for _, mine in rows[key])}
+        for key in sorted(rows, key=order)
+    ]
+
+
+def ratio(row):
+    """Ours / timm's median images/s of a peer row: best round against best round."""
+    return images_per_s(row["ours"])["median"] / images_per_s(row["timm"])["median"]
+
+
+def ratios_per_round(row):
+    return [
+        images_per_s(mine)["median"] / images_per_s(peer)["median"]
+        for peer, mine in sorted(row["pairs"], key=lambda pair: pair[0]["round"])
+    ]
+
+
+def peer_table(peers, ours):
+    """The peer rows (`peer_rows`) as a Markdown table; the window's time, CPU and load below."""
+    rows, lines = peer_rows(peers, ours), []
+    for row in rows:
+        loads = [r["machine"]["load_average_1min"] for pair in row["pairs"] for r in pair]
+        variant, what, precision, batch, threads, _ = row["key"]
+        mine_best = row["ours"]
         lines.append([
             variant, what, batch, threads,
-            f"{our_configuration(mine_best)} {mine_best.get('precision', '')}".strip(),
+            our_configuration(mine_best),
             spread(images_per_s(mine_best), digits=2),
             precision,
-            spread(images_per_s(timm_best), digits=2),
-            f"**{ratio:.2f}x**",
-            per_round,
+            spread(images_per_s(row["timm"]), digits=2),
+            f"**{ratio(row):.2f}x**",
+            ", ".join(f"{value:.2f}" for value in ratios_per_round(row)),
             f"{min(loads):.1f}–{max(loads):.1f}",
         ])
     table = markdown(
@@ -445,6 +471,7 @@ def peer_table(peers, ours):
          "timm images/s median (min–max)", "ours / timm", "ours / timm per round", "load avg"],
         lines,
     )
+    used = [r for row in rows for pair in row["pairs"] for r in pair]
     return table + "\n\n" + peer_window(used)
 
 
