@@ -516,14 +516,73 @@ def write_sections(path, sections):
         file.write(text)
 
 
-def plot_throughput(records, path, title):
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: the report runs without a display."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def limit_images_per_s(record, precision=None, cores=None):
+    """`(unit, images/s)` at the hardware peak for one of our records: the peak (flops.peak)
+    of its CPU at its clock for `precision` (default the record's precision or LiteRT format)
+    on `cores` (default all), over its FLOPs per image (a training step's when it has them);
+    None where flops.PEAKS claims no limit."""
+    limit = flops.peak(precision or record.get("precision") or record["format"],
+                       record["machine"], cores)
+    if limit is None:
+        return None
+    per_image = record.get("train_flops_per_image", record.get("forward_flops_per_image"))
+    return limit[0], limit[1] / per_image
+
+
+def limit_label(limits, records):
+    """The legend entry of the limit marks: which unit bounds which arithmetic, at what clock."""
+    arithmetic = {unit: kind for row in flops.PEAKS.values() for unit, (kind, _) in row.items()}
+    order = list(dict.fromkeys(flops.ARITHMETIC.values()))
+    units = sorted({unit for unit, _ in filter(None, limits)},
+                   key=lambda unit: (order.index(arithmetic[unit]), unit))
+    clocks = sorted({(r["machine"].get("mhz") or 2600.0) / 1e3 for r in records})
+    return (f"hardware limit at {' and '.join(f'{clock:.2f}' for clock in clocks)} GHz nominal ("
+            + ", ".join(f"{arithmetic[unit]}: {unit}" for unit in units) + ")")
+
+
+def draw_limits(axes, xs, width, values, label, cap=None):
+    """A black mark over each bar at its limit (None: no mark); a limit above `cap` is marked
+    at `cap` with its value, so one far-off limit does not flatten the bars."""
+    marks = [(x, value) for x, value in zip(xs, values) if value is not None]
+    if not marks:
+        return
+    heights = [min(value, cap) if cap else value for _, value in marks]
+    axes.hlines(heights, [x - width / 2 for x, _ in marks], [x + width / 2 for x, _ in marks],
+                colors="black", linewidth=2, label=label)
+    for (x, value), height in zip(marks, heights):
+        if height < value:
+            axes.annotate(f"↑ {value:.0f}", (x, height), ha="center", va="bottom", fontsize=7,
+                          xytext=(0, 2), textcoords="offset points")
+
+
+def window(records):
+    """'CPU (N cores), day first–last time UTC' of the records a plot draws, for its title."""
+    machines = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores)" for r in records})
+    times = sorted(r["time_utc"] for r in records)
+    days, clocks = sorted({t[:10] for t in times}), sorted({times[0][11:16], times[-1][11:16]})
+    return f"{' and '.join(machines)}, {', '.join(days)} {'–'.join(clocks)} UTC"
+
+
+PRECISION_COLORS = {"float32": "tab:blue", "mixed_bfloat16": "tab:green"}
+
+
+def plot_throughput(records, path, title):
+    """One bar per record (median, min–max), its value written in it, and the images/s its
+    precision's peak allows (the limit of the line's CPU) marked over it."""
+    plt = pyplot()
     labels = [
-        f"{variant_label(r)}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}"
+        f"{variant_label(r)}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}\n"
+        f"batch {r['batch_size']}"
         + ("\nGELU bf16\n(before fix)" if r["gelu_dtype"] == "compute" else "")
         for r in records
     ]
@@ -532,22 +591,29 @@ def plot_throughput(records, path, title):
         [m - r["images_per_s"]["min"] for m, r in zip(medians, records)],
         [r["images_per_s"]["max"] - m for m, r in zip(medians, records)],
     ]
-    figure, axes = plt.subplots(figsize=(max(6, 0.55 * len(records)), 4))
-    axes.bar(range(len(records)), medians, yerr=errors, capsize=2, color="tab:blue")
-    axes.set_xticks(range(len(records)), labels, fontsize=6)
+    limits = [limit_images_per_s(r) for r in records]
+    figure, axes = plt.subplots(figsize=(max(6.5, 0.75 * len(records)), 4.8))
+    xs = range(len(records))
+    bars = axes.bar(xs, medians, yerr=errors, capsize=3, width=0.7,
+                    color=[PRECISION_COLORS.get(r["precision"], "tab:gray") for r in records])
+    axes.bar_label(bars, [f"{m:.1f}" for m in medians], label_type="center", color="white",
+                   fontsize=8, fontweight="bold")
+    cap = 3 * max(r["images_per_s"]["max"] for r in records)
+    if any(limits):
+        draw_limits(axes, xs, 0.8, [limit and limit[1] for limit in limits],
+                    limit_label(limits, records), cap)
+        axes.legend(fontsize=8, loc="upper left")
+        axes.set_ylim(0, 1.2 * axes.get_ylim()[1])  # room for the legend
+    axes.set_xticks(xs, labels, fontsize=8)
     axes.set_ylabel("images/s (median, min–max)")
-    axes.set_title(title)
+    axes.set_title(f"{title}\n{window(records)}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
 def plot_tflite(records, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     markers = {1: "o", 2: "s"}
     for r in records:
@@ -576,12 +642,9 @@ def plot_tflite(records, path):
 
 
 def plot_scaling(records, fits, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = pyplot()
     patches = np.array([r["num_patches"] for r in records], float)
     times = np.array([1e3 * r["seconds_per_image"]["median_s"] for r in records])
     figure, axes = plt.subplots(figsize=(6, 4))
