@@ -612,31 +612,118 @@ def plot_throughput(records, path, title):
     plt.close(figure)
 
 
-def plot_tflite(records, path):
-    plt = pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    markers = {1: "o", 2: "s"}
+def latency_ms(record):
+    """A record's batch-1 {median, min, max} milliseconds (timm's lines give images/s)."""
+    if isinstance(record.get("latency_ms"), dict):
+        return record["latency_ms"]
+    rate = images_per_s(record)
+    return {"median": 1e3 / rate["median"], "min": 1e3 / rate["max"], "max": 1e3 / rate["min"]}
+
+
+# The LiteRT plot's x axis: formats grouped by what they multiply in (flops.ARITHMETIC).
+ARITHMETIC_BLOCKS = {"float32": "float32 arithmetic", "int8": "int8 arithmetic",
+                     None: "no limit claimed\n(reference kernels)"}
+# Beside which of our formats timm's batch-1 figure is drawn: the first of those its peer row
+# sets against it (PEER_ROWS): timm's float32 beside fp32, its dynamic int8 beside dynamic_int8.
+TIMM_BESIDE = {
+    wanted["format"][0]: figure[1] for figure, table, wanted in PEER_ROWS
+    if table == "tflite_latency"
+}
+TFLITE_COLORS = {("keras-mixer", 1): "tab:blue", ("keras-mixer", 2): "lightsteelblue",
+                 ("timm", 1): "tab:orange", ("timm", 2): "navajowhite"}
+
+
+def tflite_groups(records, peers):
+    """The x groups of one variant's LiteRT panel, `(label, who, arithmetic, {threads:
+    (record drawn, our record for its limit, precision)})`: our formats by arithmetic, each
+    timm figure after the format it is set against, from the same round as our line there
+    (none where our line has no round)."""
+    formats = {}
     for r in records:
-        axes.scatter(
-            r["size_bytes"] / 1e6,
-            r["latency_ms"]["median"],
-            marker=markers.get(r["threads"], "x"),
-            color="tab:blue" if r["variant"].startswith("S") else "tab:orange",
-        )
-        if r["threads"] == 1:
-            axes.annotate(
-                f"{r['variant']} {r['format']}",
-                (r["size_bytes"] / 1e6, r["latency_ms"]["median"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.set_xlabel("file size (MB)")
-    axes.set_ylabel("batch-1 latency (ms, median)")
-    axes.set_title("LiteRT latency against size (o: 1 thread, s: 2 threads)")
-    figure.tight_layout()
+        formats.setdefault(r["format"], {})[r["threads"]] = r
+    blocks = list(ARITHMETIC_BLOCKS)
+    groups = []
+    for name in sorted(formats, key=lambda name: blocks.index(flops.ARITHMETIC.get(name))):
+        arithmetic = flops.ARITHMETIC.get(name)
+        groups.append((name, "keras-mixer", arithmetic,
+                       {threads: (r, r, name) for threads, r in formats[name].items()}))
+        precision = TIMM_BESIDE.get(name)
+        timm = {
+            threads: (peer, mine, precision)
+            for threads, mine in formats[name].items()
+            for peer in peers
+            if (peer["what"], peer["precision"], peer["batch_size"]) == ("inference", precision, 1)
+            and peer.get("round") is not None and same_round(peer, mine, "tflite_latency")
+        }
+        if timm:
+            groups.append((f"timm\n{precision}", "timm", arithmetic, timm))
+    return groups
+
+
+def threads_label(who, threads):
+    return f"{who}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def draw_latency_bar(axes, x, width, record, who, threads, floor):
+    """One latency bar (median, min–max), its floor (None: none) marked over it, and its value
+    written above both."""
+    latency = latency_ms(record)
+    axes.bar(x, latency["median"], width, color=TFLITE_COLORS[who, threads], edgecolor="black",
+             linewidth=0.5, label=threads_label(who, threads))
+    axes.errorbar(x, latency["median"], [[latency["median"] - latency["min"]],
+                  [latency["max"] - latency["median"]]], color="black", linewidth=0.8)
+    draw_limits(axes, [x], width, [floor], "limit")
+    median = latency["median"]
+    axes.annotate(f"{median:.0f}" if median >= 100 else f"{median:.1f}",
+                  (x, max(latency["max"], floor or 0)), ha="center", va="bottom", fontsize=7,
+                  xytext=(0, 2), textcoords="offset points")
+
+
+def plot_tflite(records, peers, path):
+    """One panel per variant: batch-1 latency per LiteRT format on 1 and 2 XNNPACK threads
+    (the latest line of each), its value above each bar, timm's batch-1 figures beside the
+    formats they are set against, and each bar's floor (the hardware limit of its arithmetic
+    on its threads) marked over it."""
+    plt = pyplot()
+    variants = sorted({r["variant"] for r in records}, key=variant_order)
+    figure, panels = plt.subplots(len(variants), 1, figsize=(11, 3.6 * len(variants) + 0.8),
+                                  squeeze=False, layout="constrained")
+    width, drawn, limits, legend = 0.4, [], [], {}
+    for axes, variant in zip(panels[:, 0], variants):
+        groups = tflite_groups([r for r in records if r["variant"] == variant], peers)
+        for index, (_, who, _, bars) in enumerate(groups):
+            for threads, (record, mine, precision) in sorted(bars.items()):
+                limit = limit_images_per_s(mine, precision, threads)
+                draw_latency_bar(axes, index + (threads - 1.5) * width, width, record, who,
+                                 threads, limit and 1e3 / limit[1])
+                drawn.append(record)
+                limits.append(limit)
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+        # A block per arithmetic, named at its top: the marks in it are that unit's limit.
+        for arithmetic, name in ARITHMETIC_BLOCKS.items():
+            indices = [i for i, group in enumerate(groups) if group[2] == arithmetic]
+            if indices and indices[-1] < len(groups) - 1:
+                axes.axvline(indices[-1] + 0.5, color="gray", linewidth=0.5)
+            if indices:
+                axes.text((indices[0] + indices[-1]) / 2, 0.96, name, ha="center", va="top",
+                          fontsize=8, color="dimgray", transform=axes.get_xaxis_transform())
+        axes.set_yscale("log")
+        axes.yaxis.set_major_formatter("{x:g}")
+        axes.yaxis.set_minor_formatter("")
+        axes.set_ylim(top=axes.get_ylim()[1] * 3)  # room for the block names
+        axes.set_xlim(-0.6, len(groups) - 0.4)
+        axes.set_xticks(range(len(groups)), [label for label, _, _, _ in groups], fontsize=8)
+        axes.set_ylabel("ms per image (median, min–max)", fontsize=9)
+        axes.set_title(f"{variant}: LiteRT batch-1 latency, lower is better", fontsize=10)
+    order = [threads_label(who, threads) for who, threads in TFLITE_COLORS] + ["limit"]
+    legend = {label: legend[label] for label in order if label in legend}
+    if "limit" in legend:
+        legend[limit_label(limits, records)] = legend.pop("limit")
+    figure.legend(list(legend.values()), list(legend), fontsize=8, ncol=3,
+                  loc="outside upper center", title_fontsize=9,
+                  title=f"{window(drawn)}; the latest line per format and threads, timm's "
+                  "from the same round")
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -688,7 +775,8 @@ def main(argv=None):
             plot_throughput(records, os.path.join(args.docs_dir, f"benchmarks_{what}.png"), title)
     if tables["tflite_latency"]:
         sections["tflite"] = tflite_table(tables["tflite_latency"])
-        plot_tflite(tables["tflite_latency"], os.path.join(args.docs_dir, "benchmarks_tflite.png"))
+        plot_tflite(tables["tflite_latency"], tables["peer_timm"],
+                    os.path.join(args.docs_dir, "benchmarks_tflite.png"))
     if tables["patch_scaling"]:
         sections["scaling"] = scaling_table(tables["patch_scaling"], tables["patch_scaling_fit"])
         plot_scaling(
