@@ -728,6 +728,55 @@ def plot_tflite(records, peers, path):
     plt.close(figure)
 
 
+def plot_peer(peers, ours, path):
+    """One panel per row of the peer table (`peer_rows`): keras-mixer's best and timm's best
+    (images/s, median and min–max), their ratio, and the images/s the hardware allows for
+    timm's arithmetic on its threads (dashed)."""
+    rows = peer_rows(peers, ours)
+    if not rows:
+        return
+    plt = pyplot()
+    columns = min(4, len(rows))
+    lines = -(-len(rows) // columns)
+    figure, panels = plt.subplots(lines, columns, squeeze=False,
+                                  figsize=(max(7, 3.2 * columns), 3.6 * lines + 0.5))
+    for axes, row in zip(panels.flat, rows):
+        variant, what, precision, batch, threads, _ = row["key"]
+        rates = [images_per_s(row["ours"]), images_per_s(row["timm"])]
+        bars = axes.bar([0, 1], [r["median"] for r in rates], 0.6,
+                        yerr=[[r["median"] - r["min"] for r in rates],
+                              [r["max"] - r["median"] for r in rates]],
+                        capsize=3, color=["tab:blue", "tab:orange"])
+        axes.bar_label(bars, [f"{r['median']:.1f}" for r in rates], label_type="center",
+                       color="white", fontsize=9, fontweight="bold")
+        top = max(r["max"] for r in rates)
+        limit = limit_images_per_s(row["ours"], precision, threads)
+        if limit:
+            shown = min(limit[1], 3 * top)  # its value is in the title when off the chart
+            axes.axhline(shown, color="black", linestyle="--", linewidth=1.2)
+            top = max(top, shown)
+        axes.set_ylim(0, 1.15 * top)
+        axes.set_xticks([0, 1], [f"keras-mixer\n{our_configuration(row['ours'])}",
+                                 f"timm\n{precision}"], fontsize=8)
+        rounds = ", ".join(f"{value:.2f}" for value in ratios_per_round(row))
+        axes.set_title(
+            f"{threads_label(f'{variant} {what}, batch {batch}', threads)}\n"
+            f"ours / timm {ratio(row):.2f}x (rounds {rounds})\n"
+            + (f"limit {limit[1]:.1f} images/s ({limit[0]})" if limit else "no limit claimed"),
+            fontsize=8.5,
+        )
+    for axes in panels[:, 0]:
+        axes.set_ylabel("images/s (median, min–max)", fontsize=8)
+    for axes in panels.flat[len(rows):]:
+        axes.set_visible(False)
+    used = [r for row in rows for pair in row["pairs"] for r in pair]
+    figure.suptitle("keras-mixer beside timm (eager PyTorch), the best round of each side\n"
+                    f"{window(used)}; dashed: the hardware limit at nominal clock", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot_scaling(records, fits, path):
     import numpy as np
 
@@ -798,6 +847,7 @@ def main(argv=None):
             for table in SAME_AS_TIMM
         }
         sections["peer"] = peer_table(tables["peer_timm"], ours)
+        plot_peer(tables["peer_timm"], ours, os.path.join(args.docs_dir, "benchmarks_peer.png"))
     print("\n\n".join(f"### {name}\n\n{body}" for name, body in sections.items()))
     if args.write:
         write_sections(args.write, sections)

@@ -516,12 +516,14 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
     assert len([line for line in table.splitlines() if line.startswith("| S/16")]) == 2
     assert "13:01:00" in table and "13:02:00" in table and "Test CPU (2 cores, 2600 MHz" in table
     assert "torch 2.13.0+cpu, timm 1.0.31" in table
-    # The LiteRT plot sets timm's dynamic int8 beside our dynamic_int8 of its round, our
-    # formats float first.
+    # The plots draw the same rows: timm's dynamic int8 beside our dynamic_int8 of its round,
+    # our formats float first.
     groups = report.tflite_groups(tflites, peers)
     assert [(label, who, sorted(bars)) for label, who, _, bars in groups] == [
         ("fp16", "keras-mixer", [1]), ("dynamic_int8", "keras-mixer", [1]),
         ("timm\ndynamic_int8", "timm", [1]), ("int8", "keras-mixer", [1, 2]),
     ]
+    report.plot_peer(peers, ours, tmp_path / "peer.png")
     report.plot_tflite(tflites, peers, tmp_path / "tflite.png")
-    assert 0 < os.path.getsize(tmp_path / "tflite.png") < 300_000
+    for name in ("peer.png", "tflite.png"):
+        assert 0 < os.path.getsize(tmp_path / name) < 300_000
