@@ -127,7 +127,7 @@ def rate(count, summary):
 def machine(software=None):
     """The machine a number was measured on, how busy it was at that moment, and the versions
     of what measured it: `software()` (default `keras_versions`; the peer passes its own)."""
-    model_name, mhz, flags = "unknown", None, set()
+    model_name, family, mhz, flags = "unknown", None, None, set()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
@@ -135,6 +135,8 @@ def machine(software=None):
                 key, value = key.strip(), value.strip()
                 if key == "model name":
                     model_name = value
+                elif key == "cpu family" and family is None:
+                    family = int(value)
                 elif key == "cpu MHz" and mhz is None:
                     mhz = float(value)
                 elif key == "flags" and not flags:
@@ -143,6 +145,7 @@ def machine(software=None):
         pass
     return {
         "cpu": model_name,
+        "cpu_family": family,  # Zen 4 from Zen 5 (benchmarks.flops.cpu_kind)
         "cores": os.cpu_count(),
         "mhz": mhz,
         "amx_bf16": "amx_bf16" in flags,

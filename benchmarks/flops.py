@@ -1,4 +1,4 @@
-"""FLOPs per image of a Mixer, counted two ways, and this CPU's peak.
+"""FLOPs per image of a Mixer, counted two ways, and the CPU's peak (PEAKS).
 
     python -m benchmarks.flops                 # every paper variant at 224
     python -m benchmarks.flops --quick         # the tiny config
@@ -26,16 +26,56 @@ Dense kernel and input shape; the two counts must agree exactly. For B/16 both g
 
 from benchmarks import common
 
-# Per-core peak FLOPs per cycle on this CPU (Intel Xeon with AVX-512 and AMX, a Sapphire
-# Rapids-class core): float32, two 512-bit FMA ports x 16 lanes x 2 FLOPs; bfloat16 on AMX,
-# 1024 FLOPs per cycle (Intel's figure for AMX-BF16, 16x the AVX-512 float32 rate). The clock
-# is the one /proc/cpuinfo reports (the nominal 2.6 GHz under KVM; turbo unknown, and AVX-512/
-# AMX may run below nominal), so "fraction of peak" is against nominal-clock peak.
-PEAK_FLOPS_PER_CYCLE = {"float32": 64, "mixed_bfloat16": 1024}
-# int8 ops per cycle per core: AVX-512 VNNI (2 ports x 16 lanes x 4 MACs x 2) and AMX-INT8
-# (Intel's 2048). XNNPACK's dynamic-range int8 S/16 reaches the VNNI figure at nominal clock
-# on one thread, so it uses AMX or runs above 2.6 GHz; the LiteRT table is read against both.
-PEAK_OPS_PER_CYCLE_INT8 = {"avx512_vnni": 256, "amx_int8": 2048}
+# Nominal peak ops per cycle per core (a multiply-add is 2 ops), one row per CPU kind and one
+# entry per execution unit: {unit: (arithmetic, ops per cycle per core)}. The clock is the one
+# /proc/cpuinfo reports (the nominal 2.6 GHz under KVM on both machines here; turbo is not
+# visible inside the VM, and wide vector code may run below nominal), so every "peak" and
+# "limit" is at nominal clock, and a single thread on turbo can beat it.
+PEAKS = {
+    # Intel Xeon with AVX-512 and AMX (Sapphire Rapids class): 2 x 512-bit FMA ports; AMX-BF16
+    # 1024 and AMX-INT8 2048 are Intel's figures; VNNI: 2 ports x 16 lanes x 4 multiply-adds.
+    "sapphire_rapids": {
+        "AVX-512 FMA": ("float32", 64),
+        "AMX-BF16": ("bfloat16", 1024),
+        "AVX-512 VNNI": ("int8", 256),
+        "AMX-INT8": ("int8", 2048),
+    },
+    # AMD Zen 4 (EPYC Genoa): AVX-512 issued on two 256-bit pipes, so float32 is 2 x 8 lanes
+    # x 2; VDPBF16PS does 2 bfloat16 multiply-adds per 32-bit lane, VPDPBUSD 4 int8 ones.
+    "zen4": {
+        "AVX-512 FMA": ("float32", 32),
+        "AVX512-BF16": ("bfloat16", 64),
+        "AVX-512 VNNI": ("int8", 128),
+    },
+}
+# What a record's precision, or a LiteRT format, multiplies in. XNNPACK computes fp16 and
+# weight-only int8 files in float32; int4 blockwise weights meet the dynamically quantized
+# int8 activations in int8 dot products. Absent (int16x8: the interpreter's reference kernels,
+# no SIMD): no limit is claimed.
+ARITHMETIC = {
+    "float32": "float32",
+    "fp32": "float32",
+    "fp16": "float32",
+    "weight_only_int8": "float32",
+    "mixed_bfloat16": "bfloat16",
+    "autocast_bfloat16": "bfloat16",
+    **dict.fromkeys(
+        ["dynamic_int8", "int8", "qat_int8", "pruned_int8", "clustered_int8",
+         "int8_keras_graph", "dynamic_int4_blockwise"],
+        "int8",
+    ),
+}
+
+
+def cpu_kind(machine):
+    """The PEAKS row for a record's `machine` (common.machine()), or None if it has none."""
+    if machine.get("amx_bf16"):
+        return "sapphire_rapids"
+    # AVX-512 on an AMD CPU is Zen 4 (family 25) or Zen 5 (26, full 512-bit pipes: a row of
+    # its own); lines written before the family was recorded all come from Zen 4.
+    if machine.get("cpu", "").startswith("AMD") and machine.get("avx512f"):
+        return "zen4" if machine.get("cpu_family") in (None, 25) else None
+    return None
 
 
 def num_patches(image_size, patch_size):
@@ -104,19 +144,27 @@ def layer_flops(model):
     return total
 
 
-def peak_flops(precision, cores=None, mhz=None):
-    """Nominal peak FLOP/s of this machine for `precision` (see PEAK_FLOPS_PER_CYCLE)."""
-    info = common.machine()
-    cores = cores or info["cores"]
-    mhz = mhz or info["mhz"] or 2600.0
-    return cores * mhz * 1e6 * PEAK_FLOPS_PER_CYCLE[precision]
+def peak(precision, machine=None, cores=None):
+    """`(unit, ops per second)`: the fastest PEAKS unit for what `precision` (a precision or a
+    LiteRT format) multiplies in, on `cores` cores (default all) of `machine` (default this
+    one) at its reported clock; None where PEAKS has no row or the arithmetic no unit."""
+    machine = machine or common.machine()
+    units = PEAKS.get(cpu_kind(machine), {})
+    arithmetic = ARITHMETIC.get(precision)
+    rates = [(ops, unit) for unit, (kind, ops) in units.items() if kind == arithmetic]
+    if not rates:
+        return None
+    ops, unit = max(rates)
+    return unit, (cores or machine["cores"]) * (machine["mhz"] or 2600.0) * 1e6 * ops
 
 
 def utilization(flops_per_second, precision):
-    """`achieved_gflops` and `fraction_of_peak` (of `peak_flops(precision)`) for a JSON line."""
+    """`achieved_gflops` and `fraction_of_peak` (of `peak(precision)`; None without a peak)
+    for a JSON line."""
+    limit = peak(precision)
     return {
         "achieved_gflops": flops_per_second / 1e9,
-        "fraction_of_peak": flops_per_second / peak_flops(precision),
+        "fraction_of_peak": flops_per_second / limit[1] if limit else None,
     }
 
 
@@ -165,19 +213,21 @@ def main(argv=None):
             record["layer_count_agrees"] = record["layer_count_forward"] == flops["forward"]
             record["parameters"] = model.count_params()
         common.emit("flops", record, args)
-    for precision in PEAK_FLOPS_PER_CYCLE:
-        common.emit(
-            "peak",
-            {
-                "precision": precision,
-                "flops_per_cycle_per_core": PEAK_FLOPS_PER_CYCLE[precision],
-                "cores": info["cores"],
-                "mhz": info["mhz"],
-                "peak_gflops": peak_flops(precision) / 1e9,
-            },
-            args,
-        )
-
+    for precision in ("float32", "mixed_bfloat16", "int8"):
+        limit = peak(precision, info)
+        if limit:
+            common.emit(
+                "peak",
+                {
+                    "precision": precision,
+                    "cpu_kind": cpu_kind(info),
+                    "unit": limit[0],
+                    "cores": info["cores"],
+                    "mhz": info["mhz"],
+                    "peak_gflops": limit[1] / 1e9,
+                },
+                args,
+            )
 
 if __name__ == "__main__":
     main()

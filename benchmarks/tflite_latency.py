@@ -31,7 +31,7 @@ import os
 import time
 
 from benchmarks import common
-from benchmarks.flops import PEAK_FLOPS_PER_CYCLE, mixer_flops
+from benchmarks.flops import mixer_flops, peak
 from export.modes import MODES, keras_graph
 
 # The 'before' of export's integer-friendly int8 graph, a row like export's own: full-integer
@@ -206,6 +206,7 @@ def main(argv=None):
             with open(os.path.join(conversion["directory"], "report.json")) as file:
                 exported = json.load(file)["formats"][name]
             for threads in args.threads:
+                float32 = peak("float32", cores=threads)
                 seconds = latency_seconds(
                     path, image, num_threads=threads, repeats=args.repeats, warmup=args.warmup
                 )
@@ -229,14 +230,9 @@ def main(argv=None):
                         "float_ops": len(exported["float_ops"]),
                         "forward_flops_per_image": forward,
                         "achieved_gflops": forward / seconds["median_s"] / 1e9,
-                        "fraction_of_float32_peak": forward
-                        / seconds["median_s"]
-                        / (
-                            threads
-                            * common.machine()["mhz"]
-                            * 1e6
-                            * PEAK_FLOPS_PER_CYCLE["float32"]
-                        ),
+                        "fraction_of_float32_peak": forward / seconds["median_s"] / float32[1]
+                        if float32
+                        else None,
                         "convert_s": conversion["convert_s"],
                         "convert_load_average_1min": conversion["load_average_1min"],
                     },

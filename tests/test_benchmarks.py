@@ -77,9 +77,42 @@ def test_flops_quick_matches_closed_form(capsys, tmp_path):
     assert count["layer_count_forward"] == forward and count["layer_count_agrees"]
     assert count["train_step"] == 3 * forward - stem
     peaks = {r["precision"]: r for r in records if r["table"] == "peak"}
-    assert set(peaks) == {"float32", "mixed_bfloat16"}
-    assert peaks["mixed_bfloat16"]["peak_gflops"] == 16 * peaks["float32"]["peak_gflops"]
+    # This CPU's bfloat16 and int8 units against its float32 FMA (the vendors' per-cycle
+    # figures, docs/benchmarks.md); a CPU without a row in flops.PEAKS claims no peak.
+    ratios = {"sapphire_rapids": (16, 32), "zen4": (2, 4), None: None}[flops.cpu_kind(
+        common.machine(software=dict))]
+    if ratios:
+        float32 = peaks["float32"]["peak_gflops"]
+        assert (peaks["mixed_bfloat16"]["peak_gflops"], peaks["int8"]["peak_gflops"]) == (
+            pytest.approx(ratios[0] * float32), pytest.approx(ratios[1] * float32))
+    else:
+        assert not peaks
     assert os.path.exists(tmp_path / "flops.jsonl")
+
+
+SAPPHIRE_RAPIDS = {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "mhz": 2600.0,
+                   "amx_bf16": True, "avx512f": True}
+ZEN4 = {"cpu": "AMD EPYC", "cpu_family": 25, "cores": 2, "mhz": 2600.0, "amx_bf16": False,
+        "avx512f": True}
+
+
+def test_peak_is_the_records_cpus():
+    # docs/benchmarks.md, "Peak assumption": 333 GFLOP/s float32 and 5.3 TFLOP/s AMX-BF16 on
+    # 2 Sapphire Rapids cores at 2.6 GHz; AMX-INT8 is Intel's 2048 ops per cycle.
+    assert flops.peak("float32", SAPPHIRE_RAPIDS) == ("AVX-512 FMA", pytest.approx(332.8e9))
+    assert flops.peak("mixed_bfloat16", SAPPHIRE_RAPIDS)[1] == pytest.approx(5324.8e9)
+    assert flops.peak("int8", SAPPHIRE_RAPIDS, cores=1) == ("AMX-INT8", 2.6e9 * 2048)
+    # Zen 4, one core: two 256-bit pipes, each 8 float32 FMAs or 32 int8 multiply-adds a cycle.
+    assert flops.peak("fp32", ZEN4, cores=1) == ("AVX-512 FMA", 2.6e9 * 2 * 8 * 2)
+    assert flops.peak("dynamic_int8", ZEN4, cores=1) == ("AVX-512 VNNI", 2.6e9 * 2 * 32 * 2)
+    # No row, no limit: Zen 5 (family 26), an unknown CPU; int16x8 runs reference kernels.
+    assert flops.peak("float32", {**ZEN4, "cpu_family": 26}) is None
+    assert flops.peak("float32", {**ZEN4, "cpu": "Test CPU"}) is None
+    assert flops.peak("int16x8", ZEN4) is None
+    # S/16's 3.78 G multiply-adds on one Zen 4 core's VNNI: a 22.7 ms floor at batch 1.
+    litert = {"format": "int8", "forward_flops_per_image": 7_553_916_928, "machine": ZEN4}
+    unit, rate = report.limit_images_per_s(litert, cores=1)
+    assert (unit, round(1e3 / rate, 1)) == ("AVX-512 VNNI", 22.7)
 
 
 def test_b16_flops_match_timm_gmacs():
@@ -488,3 +521,14 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
     assert len([line for line in table.splitlines() if line.startswith("| S/16")]) == 2
     assert "13:01:00" in table and "13:02:00" in table and "Test CPU (2 cores, 2600 MHz" in table
     assert "torch 2.13.0+cpu, timm 1.0.31" in table
+    # The plots draw the same rows: timm's dynamic int8 beside our dynamic_int8 of its round,
+    # our formats float first.
+    groups = report.tflite_groups(tflites, peers)
+    assert [(label, who, sorted(bars)) for label, who, _, bars in groups] == [
+        ("fp16", "keras-mixer", [1]), ("dynamic_int8", "keras-mixer", [1]),
+        ("timm\ndynamic_int8", "timm", [1]), ("int8", "keras-mixer", [1, 2]),
+    ]
+    report.plot_peer(peers, ours, tmp_path / "peer.png")
+    report.plot_tflite(tflites, peers, tmp_path / "tflite.png")
+    for name in ("peer.png", "tflite.png"):
+        assert 0 < os.path.getsize(tmp_path / name) < 300_000
