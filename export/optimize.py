@@ -17,7 +17,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from export import graph
-from keras_mixer.mlp_mixer import gelu_tanh
+from keras_mixer.mlp_mixer import activations_as_layers, gelu_tanh
 
 quantize = tfmot.quantization.keras
 
@@ -77,7 +77,13 @@ def twin(model, images, *, integer_friendly=False):
     Example:
     >>> tf_keras_model = twin(model, images[:32])
     """
-    layers = graph.integer_friendly(tf_keras.layers) if integer_friendly else tf_keras.layers
+    # The GELU as an Activation layer either way: tfmot clones layers through their configs,
+    # and tf_keras cannot deserialize a Dense whose activation is a Keras 3 function.
+    layers = (
+        graph.integer_friendly(tf_keras.layers)
+        if integer_friendly
+        else activations_as_layers(tf_keras.layers)
+    )
     tf_keras_model = graph.rebuild(model, layers)
     images = np.asarray(images, np.float32)
     difference = float(np.max(np.abs(

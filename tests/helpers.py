@@ -42,13 +42,17 @@ def run_bounded(args, timeout=SUBPROCESS_TIMEOUT_S, env=None, **kwargs):
 
     A test must end even when the code under test hangs.
     """
-    process = start(args, env, **kwargs)
+    return finish(start(args, env, **kwargs), timeout)
+
+
+def finish(process, timeout=SUBPROCESS_TIMEOUT_S):
+    """Waits for a `start`ed process as run_bounded does: (returncode, output)."""
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         output, _ = process.communicate()
-        pytest.fail(f"{args} did not finish within {timeout} s:\n{output[-3000:]}")
+        pytest.fail(f"{process.args} did not finish within {timeout} s:\n{output[-3000:]}")
     return process.returncode, output
 
 
@@ -163,44 +167,52 @@ def kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, env=None)
     epochs, every = 3, 4
     progress = tmp_path / "progress"
 
-    def command(run_dir, delay):
+    def command(run_dir, delay, progress=progress):
         return program("resume", data_dir, run_dir, progress, delay, steps_per_execution)
 
-    run_dir = tmp_path / "preempted"
-    process = start(command(run_dir, 0.15), env)
-    step_file = run_dir / "backup" / "step.json"
-    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    # The uninterrupted run trains meanwhile: the preempted one mostly sleeps between steps.
+    uninterrupted = start(command(tmp_path / "uninterrupted", 0.0, tmp_path / "progress_0"), env)
     try:
-        # Kill in the middle of the second epoch, a few steps after a checkpoint.
-        while time.monotonic() < deadline:
-            if step_file.exists() and progress.exists():
-                saved = json.loads(step_file.read_text())
-                reached = int(progress.read_text() or 0)
-                if saved["epoch"] == 1 and 0 < saved["step_in_epoch"] and reached > saved["step"]:
-                    break
-            assert process.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.02)
-        else:
-            pytest.fail("no mid-epoch checkpoint appeared in time")
-        os.kill(process.pid, signal.SIGKILL)
+        run_dir = tmp_path / "preempted"
+        process = start(command(run_dir, 0.15), env)
+        step_file = run_dir / "backup" / "step.json"
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+        try:
+            # Kill in the middle of the second epoch, a few steps after a checkpoint.
+            while time.monotonic() < deadline:
+                if step_file.exists() and progress.exists():
+                    saved = json.loads(step_file.read_text())
+                    reached = int(progress.read_text() or 0)
+                    mid_epoch = saved["epoch"] == 1 and 0 < saved["step_in_epoch"]
+                    if mid_epoch and reached > saved["step"]:
+                        break
+                assert process.poll() is None, "the run ended before it could be killed"
+                time.sleep(0.02)
+            else:
+                pytest.fail("no mid-epoch checkpoint appeared in time")
+            os.kill(process.pid, signal.SIGKILL)
+        finally:
+            process.kill()
+            process.communicate()
+        killed_at = int(progress.read_text())
+        saved = json.loads(step_file.read_text())
+        assert not (run_dir / "model.keras").exists()
+        assert 0 < saved["step_in_epoch"]
+        assert killed_at - saved["step"] <= every + steps_per_execution
+
+        code, output = run_bounded(command(run_dir, 0.0), env=env)
+        assert code == 0, output[-3000:]
+        code, output = finish(uninterrupted)
+        assert code == 0, output[-3000:]
+
+        resumed = json.loads((run_dir / "metrics.json").read_text())
+        assert resumed["steps"] == DIGITS_STEPS_PER_EPOCH * epochs and resumed["epochs"] == epochs
+        assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
+        expected = weights_of(tmp_path / "uninterrupted")
+        assert max_abs_difference(weights_of(run_dir), expected) <= 1e-6
     finally:
-        process.kill()
-        process.communicate()
-    killed_at = int(progress.read_text())
-    saved = json.loads(step_file.read_text())
-    assert not (run_dir / "model.keras").exists()
-    assert 0 < saved["step_in_epoch"] and killed_at - saved["step"] <= every + steps_per_execution
-
-    code, output = run_bounded(command(run_dir, 0.0), env=env)
-    assert code == 0, output[-3000:]
-    code, output = run_bounded(command(tmp_path / "uninterrupted", 0.0), env=env)
-    assert code == 0, output[-3000:]
-
-    resumed = json.loads((run_dir / "metrics.json").read_text())
-    assert resumed["steps"] == DIGITS_STEPS_PER_EPOCH * epochs and resumed["epochs"] == epochs
-    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
-    expected = weights_of(tmp_path / "uninterrupted")
-    assert max_abs_difference(weights_of(run_dir), expected) <= 1e-6
+        uninterrupted.kill()  # a no-op once it has ended; else it must not outlive a failure
+        uninterrupted.communicate()
 
 
 def free_port():

@@ -221,3 +221,22 @@ def test_a_backend_other_than_the_running_one_is_refused(data_dir, tmp_path, cap
     assert code == 2 and "config backend='jax' but Keras runs on 'tensorflow'" in error, error
     assert "--backend jax" in error and not (tmp_path / "run").exists()
     assert os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+
+
+def pins(path):
+    """{package: version} of a requirements file's `==` pins, extras dropped."""
+    with open(path) as lines:
+        pairs = (line.split("#")[0].strip().split("==") for line in lines)
+        return {name.split("[")[0]: version for name, *rest in pairs if rest for version in rest}
+
+
+def test_the_cloud_tpu_jax_stack_pins_the_versions_this_suite_tests():
+    # .ci/run tests requirements-tpu-jax.txt's own environment with a few of this file's
+    # tests only: the rest of its code is tested here, on the same versions.
+    from helpers import REPO
+
+    tpu, main = (pins(os.path.join(REPO, name))
+                 for name in ("requirements-tpu-jax.txt", "requirements.txt"))
+    tpu["tensorflow"] = tpu.pop("tensorflow-cpu")  # the same TensorFlow, without its GPU part
+    assert {"jax", "keras", "tensorflow", "tensorflow-datasets"} <= tpu.keys()
+    assert {name: main.get(name) for name in tpu} == tpu
