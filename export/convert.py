@@ -12,6 +12,8 @@ Every `.tflite` is checked before it is written: builtin ops only (no Flex), fin
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
 killed export leaves no half-written file, and the rerun clears what a killed one left.
+Each phase of each format is logged at INFO as it begins (a large variant takes minutes per
+format; benchmarks/export_memory.py splits the peak memory by these lines).
 """
 
 import sys
