@@ -38,7 +38,7 @@ GIB = 2**30
 def _status_bytes(field):
     """A `kB` field of /proc/self/status (VmRSS, VmHWM) in bytes."""
     with open("/proc/self/status") as status:
-        return 1024 * int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1))
+        return 1024 * int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.MULTILINE).group(1))
 
 
 def _reset_peak():
