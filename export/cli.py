@@ -9,6 +9,8 @@ outside `--max-accuracy-drop` prints the report and exits 1.
 """
 
 import argparse
+import ctypes
+import os
 import sys
 
 from export.modes import DEFAULT_FORMATS, MODES, SAVED_MODEL
@@ -20,11 +22,34 @@ from training import console
 # a model that is not a Mixer (TypeError).
 USER_ERRORS = (OSError, ImportError, TypeError, ValueError)
 DEFAULTS = ExportSettings()
+# glibc's mallopt parameter M_MMAP_THRESHOLD (malloc.h), and the size from which buffers are
+# mapped on their own (glibc's own initial threshold; it then rises with each freed buffer).
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
 def _error(error):
     print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
     return 2
+
+
+def return_freed_memory():
+    """Makes the memory an export frees go back to the system, before TensorFlow loads.
+
+    Every format's converter restores the SavedModel's variables and writes several copies
+    of the flatbuffer, then frees them; kept by the allocators, those buffers add up to
+    about a third of an export's peak (docs/benchmarks.md, "Export at scale"). Two
+    allocators keep them: TensorFlow's oneDNN CPU allocator pools large buffers and never
+    returns them (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR` hands them to malloc; oneDNN kernels stay
+    on), and glibc raises its mmap threshold to each freed buffer's size, so later buffers
+    land in a heap that it seldom returns (a fixed threshold maps each on its own). Read
+    when TensorFlow loads, so it must run before; a no-op where there is no glibc.
+    """
+    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows): its allocator decides
+        pass
 
 
 def _verbose(parser):
@@ -66,6 +91,7 @@ def convert_main(argv=None):
     """`python -m export.convert SOURCE --out DIR ...`; returns the exit code."""
     args = convert_parser().parse_args(argv)
     console.configure(args.verbose)
+    return_freed_memory()
     from export import convert
     from export.report import markdown_report
 

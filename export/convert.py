@@ -12,6 +12,8 @@ Every `.tflite` is checked before it is written: builtin ops only (no Flex), fin
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
 killed export leaves no half-written file, and the rerun clears what a killed one left.
+Each phase of each format is logged at INFO as it begins (a large variant takes minutes per
+format; benchmarks/export_memory.py splits the peak memory by these lines).
 """
 
 import sys
@@ -22,6 +24,7 @@ if __name__ == "__main__":  # the command line sets up logging before TensorFlow
     sys.exit(cli.convert_main())
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -89,37 +92,59 @@ def to_tflite(model, mode, representative_images=None, *, io_dtype="int8"):
     Example:
     >>> tflite_bytes = to_tflite(model, "fp16")
     """
-    mode = get_mode(mode) if isinstance(mode, str) else mode
     with storage.scratch_dir() as scratch:
-        # A fixed batch of 1 gives a graph without SHAPE/PACK/GATHER bookkeeping.
-        _save_serving(model, os.path.join(scratch, "batch1"), batch_size=1)
-        converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(scratch, "batch1"))
-        # Builtins only, never SELECT_TF_OPS (which keras's own litert export switches on).
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        quantize = mode["quantize"]
-        if quantize is not None:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantize == "full_integer":
-            if representative_images is None or len(representative_images) == 0:
-                raise ValueError("Full-integer quantization needs representative images; got none.")
-            images = np.asarray(representative_images, np.float32)
-            converter.representative_dataset = lambda: ([image[None]] for image in images)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if io_dtype not in ("int8", "uint8"):
-                raise ValueError(f"io_dtype must be 'int8' or 'uint8', got {io_dtype!r}.")
-            converter.inference_input_type = converter.inference_output_type = tf.as_dtype(io_dtype)
-        try:
-            return converter.convert()
-        except Exception as error:
-            if "ops_select" not in str(error) and "not supported" not in str(error):
-                raise
-            raise evaluate.OpsError(
-                f"The TFLite converter could not express the model with builtin ops "
-                f"({type(error).__name__}: {str(error)[:600]}). keras-mixer exports builtins "
-                "only (no SELECT_TF_OPS/Flex); build the model with keras_mixer.build_mixer."
-            ) from None
+        return saved_model_to_tflite(_save_batch1(model, scratch), mode, representative_images,
+                                     io_dtype=io_dtype)
+
+
+def _save_batch1(model, scratch):
+    # A fixed batch of 1 gives a graph without SHAPE/PACK/GATHER bookkeeping.
+    directory = os.path.join(scratch, "batch1")
+    _save_serving(model, directory, batch_size=1)
+    return directory
+
+
+def saved_model_to_tflite(directory, mode, representative_images=None, *, io_dtype="int8"):
+    """Converts a local SavedModel (batch 1, `serving_default`) to TFLite bytes; the arguments
+    after it are `to_tflite`'s.
+
+    Converting from the SavedModel lets the caller release the Keras model it came from
+    before the converter, the largest user of memory in an export, runs.
+    """
+    mode = get_mode(mode) if isinstance(mode, str) else mode
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+    # Builtins only, never SELECT_TF_OPS (which keras's own litert export switches on).
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    quantize = mode["quantize"]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "full_integer":
+        if representative_images is None or len(representative_images) == 0:
+            raise ValueError("Full-integer quantization needs representative images; got none.")
+        images = np.asarray(representative_images, np.float32)
+        converter.representative_dataset = lambda: ([image[None]] for image in images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io_dtype not in ("int8", "uint8"):
+            raise ValueError(f"io_dtype must be 'int8' or 'uint8', got {io_dtype!r}.")
+        converter.inference_input_type = converter.inference_output_type = tf.as_dtype(io_dtype)
+    try:
+        return converter.convert()
+    except Exception as error:
+        if "ops_select" not in str(error) and "not supported" not in str(error):
+            raise
+        raise evaluate.OpsError(
+            f"The TFLite converter could not express the model with builtin ops "
+            f"({type(error).__name__}: {str(error)[:600]}). keras-mixer exports builtins "
+            "only (no SELECT_TF_OPS/Flex); build the model with keras_mixer.build_mixer."
+        ) from None
+    finally:
+        # from_saved_model restores the SavedModel's variables (a copy of every weight) and
+        # the converter keeps them; that object graph has reference cycles, so only the
+        # collector frees it. Collected here, the next format does not convert beside it.
+        del converter
+        gc.collect()
 
 
 def _verify_saved_model(directory, images, keras_logits):
@@ -157,13 +182,27 @@ def _check_float_source(tflite, name, images, reference_logits):
 def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
     """Prepares, converts (and quantizes with a recipe), checks and measures one `.tflite`,
     then writes it."""
+    log.info("%s: preparing the graph", name)
     prepared = mode["prepare"](model, data, settings)
     reference = keras_logits if prepared.reference_logits is None else prepared.reference_logits
-    tflite = to_tflite(prepared.model, mode, data.representative, io_dtype=settings.io_dtype)
+    fine_tuned, details = prepared.reference_logits is not None, prepared.details
+    with storage.scratch_dir() as scratch:
+        log.info("%s: writing the batch-1 SavedModel", name)
+        directory = _save_batch1(prepared.model, scratch)
+        # The converter reads the SavedModel alone. A prepared graph other than `model` (the
+        # integer-friendly twin, a fine-tuned model) is a second copy of every weight: freed
+        # (its layers hold reference cycles) before the converter runs.
+        del prepared
+        gc.collect()
+        log.info("%s: converting", name)
+        tflite = saved_model_to_tflite(directory, mode, data.representative,
+                                       io_dtype=settings.io_dtype)
     if mode["recipe"] is not None:
         _check_float_source(tflite, name, data.eval_images, reference)
+        log.info("%s: quantizing with %s", name, mode["recipe"])
         tflite = quantizer.quantize(tflite, mode["recipe"], data.representative)
     evaluate.check_builtin_ops(tflite, name=f"{name}.tflite")
+    log.info("%s: verifying in LiteRT", name)
     measured = evaluate.evaluate_tflite(
         tflite, data.eval_images, data.eval_labels, reference,
         keras_logits=keras_logits, latency_runs=settings.latency_runs)
@@ -176,8 +215,8 @@ def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
     bounds = {key: mode[key] for key in ("max_logit_diff", "min_agreement")}
     return {
         "file": f"{name}.tflite", "description": mode["description"], "bounds": bounds,
-        **prepared.details, **measured,
-        "reference": "Keras model" if prepared.reference_logits is None else "fine-tuned model",
+        **details, **measured,
+        "reference": "fine-tuned model" if fine_tuned else "Keras model",
         "within_bounds": bool(measured["relative_max_logit_diff"] <= bounds["max_logit_diff"]
                               and measured["agreement"] >= bounds["min_agreement"]),
     }
@@ -221,14 +260,17 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     source_name = run.model.name if isinstance(source, keras.Model) else os.fspath(source)
     data_names, dataset = inputs.run_datasets(run, source_name)
     class_names = _class_names(run, data_names)
+    log.info("reading the evaluation and calibration images")
     data = inputs.collect_data(run.model, modes, settings, dataset,
                                representative_data=representative_data, eval_data=eval_data,
                                train_data=train_data)
     # The Keras model's logits on the evaluation images: what every format is held to.
+    log.info("Keras logits on %d evaluation images", len(data.eval_images))
     keras_logits = run.model.predict(data.eval_images, batch_size=256, verbose=0)
     report = _new_report(source_name, run.model, data, keras_logits, settings)
     for name in formats:
         if name == SAVED_MODEL:
+            log.info("%s: writing and verifying", name)
             directory = to_saved_model(run.model, storage.join(out_dir, SAVED_MODEL))
             result = _verify_saved_model(directory, data.eval_images, keras_logits)
         else:
@@ -238,6 +280,7 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     _compare_qat_with_ptq(report)
     failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
     report["accuracy_budget_failures"] = failures
+    log.info("writing the report")
     _write_report(out_dir, report, class_names)
     if failures:
         raise AccuracyBudgetError(

@@ -17,6 +17,7 @@ from helpers import ENV, program, run_bounded
 from benchmarks import (
     backends,
     common,
+    export_memory,
     first_step,
     flops,
     inference_throughput,
@@ -225,6 +226,26 @@ def test_tflite_latency_quick(capsys, tmp_path):
     before = by_format["int8_keras_graph"]
     assert before["float_ops"] > 0
     assert before["delegated_partitions"] > by_format["int8"]["delegated_partitions"]
+
+
+def test_export_memory_quick_splits_the_peak_by_export_phase(capsys, tmp_path):
+    (record,) = run(export_memory, capsys, tmp_path, "--formats", "fp32", "int8")
+    phases = [phase["phase"] for phase in record["phases"]]
+    # Every phase export.convert logs, in order, each format's from preparing to verifying.
+    for name in ("fp32", "int8"):
+        steps = [f"{name}: {step}" for step in
+                 ("preparing the graph", "writing the batch-1 SavedModel", "converting",
+                  "verifying in LiteRT")]
+        assert [phase for phase in phases if phase.startswith(f"{name}:")] == steps
+    assert phases[-1] == "writing the report"
+    peaks = [phase["peak_gib"] for phase in record["phases"]]
+    assert record["peak_gib"] == max(peaks) and record["peak_phase"] in phases
+    # Converting allocates beyond the resident set the export started from.
+    assert record["peak_gib"] > record["before_export_gib"] > 0
+    assert record["bytes_per_parameter"] == pytest.approx(
+        record["peak_gib"] * 2**30 / record["parameters"])
+    assert record["parameters"] == tiny_parameters(TINY_IMAGE) and record["wall_s"] > 0
+    assert set(record["tflite_bytes"]) == {"fp32", "int8"}
 
 
 def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):

@@ -244,7 +244,7 @@ def test_static_recipe_without_calibration_images_is_a_clear_error(exported):
 def test_recipe_refuses_a_float32_source_that_is_not_the_keras_model(
         exported, run_dir, digits_test, tmp_path, monkeypatch):
     int8 = (exported[0] / "int8.tflite").read_bytes()
-    monkeypatch.setattr(convert_module, "to_tflite", lambda *args, **kwargs: int8)
+    monkeypatch.setattr(convert_module, "saved_model_to_tflite", lambda *args, **kwargs: int8)
     with pytest.raises(RuntimeError, match="float32 .tflite that weight_only_int8 quantizes"):
         convert(str(run_dir), str(tmp_path), ["weight_only_int8"],
                 eval_data=(digits_test[0][:40], digits_test[1][:40]))
@@ -606,7 +606,7 @@ def test_flex_ops_are_refused_and_nothing_is_written(run_dir, digits_test, tmp_p
     flex = converter.convert()
     with pytest.raises(evaluate.OpsError, match="not TFLite builtins: FlexAsString"):
         evaluate.check_builtin_ops(flex)
-    monkeypatch.setattr(convert_module, "to_tflite", lambda *args, **kwargs: flex)
+    monkeypatch.setattr(convert_module, "saved_model_to_tflite", lambda *args, **kwargs: flex)
     with pytest.raises(evaluate.OpsError):
         convert(str(run_dir), str(tmp_path), ["fp32"],
                 eval_data=(digits_test[0][:20], digits_test[1][:20]))
