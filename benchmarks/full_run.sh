@@ -44,7 +44,7 @@ step env PYTHONPATH="$before/code" python "$before/first_step.py" --results-dir 
 step env PYTHONPATH="$before/code" python "$before/first_step.py" --results-dir benchmarks/results \
     "${photos[@]}"
 git worktree remove --force "$before/code" && rm -r "$before"
-# Slow path (issue 5, item 4): the GELU in bfloat16 (before the fix) vs float32 (as shipped),
+# Slow path 1 (issue 5, item 4): the GELU in bfloat16 (before the fix) vs float32 (the fix),
 # back to back.
 step python -m benchmarks.train_throughput --variants S/32 S/16 B/16 --modes graph \
     --precisions mixed_bfloat16 --gelu-dtypes compute float32 --repeats 5
@@ -54,6 +54,16 @@ step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 -
     --gelu-dtype compute --repeats 2
 step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step train \
     --gelu-dtype float32 --repeats 2
+# Slow path 4 (issue 13): the MLP's Dense as Keras lowers it, then the GELU in float32 (before)
+# vs keras_mixer's Dense, one oneDNN kernel with bias and GELU (as shipped), back to back.
+step python -m benchmarks.train_throughput --variants S/16 --modes graph \
+    --precisions float32 mixed_bfloat16 --gelu-dtypes float32 fused --batch-size 32 --repeats 3
+step python -m benchmarks.inference_throughput --variants S/16 --modes graph xla \
+    --precisions float32 mixed_bfloat16 --gelu-dtypes float32 fused --batch-sizes 1 32 --repeats 5
+for gelu in float32 fused; do
+  step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step forward \
+      --batch-size 32 --gelu-dtype "$gelu" --repeats 2
+done
 step python -m benchmarks.inference_throughput --variants S/32 S/16 B/16 --batch-sizes 1 32 \
     --repeats 3
 step python -m benchmarks.inference_throughput --variants S/16 --modes xla \

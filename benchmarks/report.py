@@ -583,8 +583,8 @@ def plot_throughput(records, path, title):
     labels = [
         f"{variant_label(r)}\n{r['precision'].replace('mixed_', '')}\n{r['mode']}\n"
         f"batch {r['batch_size']}"
-        + {"compute": "\nGELU bf16\n(1st before)", "float32": "\nGELU f32\n(2nd before)"}.get(
-            r["gelu_dtype"], "")
+        # "Slow paths" 1 and 4 in docs/benchmarks.md: the MLP as it was before each fix.
+        + {"compute": "\nbefore\nfix 1", "float32": "\nbefore\nfix 4"}.get(r["gelu_dtype"], "")
         for r in records
     ]
     medians = [r["images_per_s"]["median"] for r in records]
