@@ -3,8 +3,9 @@
 `rebuild(model, layers)` calls `keras_mixer.build_mixer` with another layers namespace and
 copies the weights across by position, so there is never a second hand-written Mixer:
 
-- `rebuild(model, tf_keras.layers)` is the tf_keras twin that tensorflow-model-optimization
-  accepts (it refuses Keras 3 models).
+- `rebuild(model, activations_as_layers(tf_keras.layers))` is the tf_keras twin that
+  tensorflow-model-optimization accepts (it refuses Keras 3 models), the GELU a layer of its
+  own, as tfmot can clone it (export.optimize.twin).
 - `rebuild(model, integer_friendly(keras.layers))` computes the same function with LayerNorm
   and GELU spelled in ops that XNNPACK runs in int8, so that a full-integer model stays in
   few delegated partitions (docs/benchmarks.md measures both graphs).
@@ -92,7 +93,7 @@ def rebuild(model, layers):
     Returns a `keras.Model`, or a `tf_keras.Model` when `layers` is tf_keras's.
 
     Example:
-    >>> twin = rebuild(model, tf_keras.layers)  # what tfmot needs
+    >>> twin = rebuild(model, activations_as_layers(tf_keras.layers))  # what tfmot needs
     """
     config = mixer_config(model)
     config["dropout_rate"] = config["stochastic_depth_rate"] = 0.0  # inference graph
