@@ -229,7 +229,8 @@ def emit(table, record, args, software=None):
 
 
 def mixer_layers(module, gelu_dtype):
-    """The layers namespace a benchmark build of `gelu_dtype` (GELU_DTYPES) passes build_mixer.
+    """The layers namespace a benchmark build of `gelu_dtype` (GELU_DTYPES) passes build_mixer,
+    for every build but Keras's "fused" one, which is `MlpMixer` itself (`build_model`).
 
     tf_keras has no fused Dense: its "fused" build is the tf_keras twin as export builds it
     (the GELU inside tf_keras's Dense, in the policy's dtype).
@@ -240,7 +241,7 @@ def mixer_layers(module, gelu_dtype):
     from keras_mixer import mlp_mixer
 
     if gelu_dtype == "fused":
-        return mlp_mixer.KERAS_LAYERS if module.__name__ == "keras" else module.layers
+        return module.layers
     dtype = {"float32": "float32", "compute": None}[gelu_dtype]
     return mlp_mixer.activations_as_layers(module.layers, dtype=dtype)
 

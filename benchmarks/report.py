@@ -124,7 +124,7 @@ def throughput_order(record):
         record.get("framework", "keras") != "keras",
         record["precision"] != "float32",
         ["eager", "graph", "xla"].index(record["mode"]),
-        ["compute", "float32", "fused"].index(record["gelu_dtype"]),
+        common.GELU_DTYPES[::-1].index(record["gelu_dtype"]),  # the befores first
         record["batch_size"],
     )
 
