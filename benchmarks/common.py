@@ -238,12 +238,18 @@ def mixer_layers(module, gelu_dtype):
     Example:
     >>> inputs, outputs = build_mixer(mixer_layers(keras, "float32"), **get_variant("S/16"))
     """
-    from keras_mixer import mlp_mixer
+    import functools
 
+    from export import graph
+    from keras_mixer.layers import with_layers
+
+    layers = module.layers
     if gelu_dtype == "fused":
-        return module.layers
-    dtype = {"float32": "float32", "compute": None}[gelu_dtype]
-    return mlp_mixer.activations_as_layers(module.layers, dtype=dtype)
+        return layers
+    if gelu_dtype == "float32":
+        # The Mixer's only Activation layers are the GELUs that activations_as_layers adds.
+        layers = with_layers(layers, Activation=functools.partial(layers.Activation, dtype="float32"))
+    return graph.activations_as_layers(layers)
 
 
 def set_precision(precision):

@@ -27,7 +27,8 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_mixer.mlp_mixer import activations_as_layers, build_mixer, gelu_tanh, with_layers
+from keras_mixer.layers import with_layers
+from keras_mixer.mlp_mixer import build_mixer, gelu_tanh
 
 # 2 sqrt(2/pi) and 2 sqrt(2/pi) * 0.044715: the tanh-GELU's argument, doubled for the sigmoid.
 GELU_SIGMOID_LINEAR = 2.0 * math.sqrt(2.0 / math.pi)
@@ -41,6 +42,30 @@ def gelu_sigmoid(x):
     >>> gelu_sigmoid(tf.constant([1.0]))  # == keras_mixer.gelu_tanh(1.0) == 0.8412
     """
     return x * tf.sigmoid(x * (GELU_SIGMOID_LINEAR + GELU_SIGMOID_CUBIC * (x * x)))
+
+
+def activations_as_layers(layers, *, substitutes=None):
+    """`layers` in which `Dense(units, activation=f)` is a Dense, then an Activation layer.
+
+    The MLP's GELU as a layer of its own, named `<dense name>_activation`, as export's graphs
+    need it: tfmot clones layers through their configs (tf_keras cannot deserialize a Dense
+    whose activation is a Keras 3 function), and its QAT learns an Activation layer's output
+    range. `substitutes` maps an activation function to the one to build instead. Weights and
+    their order are unchanged: an Activation holds none.
+
+    Example:
+    >>> twin = rebuild(model, activations_as_layers(tf_keras.layers))
+    """
+    substitutes = substitutes or {}
+
+    def dense(units, *, activation=None, name=None, **kwargs):
+        layer = layers.Dense(units, name=name, **kwargs)
+        if activation is None:
+            return layer
+        after = layers.Activation(substitutes.get(activation, activation), name=f"{name}_activation")
+        return lambda x: after(layer(x))
+
+    return with_layers(layers, Dense=dense)
 
 
 def integer_friendly(layers):

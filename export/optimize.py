@@ -17,7 +17,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from export import graph
-from keras_mixer.mlp_mixer import activations_as_layers, gelu_tanh
+from keras_mixer.mlp_mixer import gelu_tanh
 
 quantize = tfmot.quantization.keras
 
@@ -82,7 +82,7 @@ def twin(model, images, *, integer_friendly=False):
     layers = (
         graph.integer_friendly(tf_keras.layers)
         if integer_friendly
-        else activations_as_layers(tf_keras.layers)
+        else graph.activations_as_layers(tf_keras.layers)
     )
     tf_keras_model = graph.rebuild(model, layers)
     images = np.asarray(images, np.float32)

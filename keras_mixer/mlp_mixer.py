@@ -8,7 +8,7 @@ Read top to bottom as the paper's Section 2:
     head:            logits = Dense(mean_patches(LayerNorm(Y)))
 
 The graph is built from Keras's own layers by `build_mixer`, which is given the layers
-namespace: `KERAS_LAYERS` (Keras's layers with this module's `Dense`, which TensorFlow's
+namespace: `keras_mixer.layers.KERAS_LAYERS` (Keras's layers with a `Dense` that TensorFlow's
 oneDNN runs as fused kernels) builds the Keras 3 model users work with, `tf_keras.layers`
 builds its twin for tensorflow-model-optimization (which accepts tf_keras models only).
 Both have the same weighted layers in the same order, so weights copy across by position,
@@ -26,11 +26,12 @@ Other Dense and Conv kernels use Keras's Glorot-uniform default, as big_vision's
 (`xavier_uniform`) does for training from scratch.
 """
 
-import types
+import inspect
 
 import keras
 
 from keras_mixer import presets as presets_lib
+from keras_mixer.layers import KERAS_LAYERS
 from keras_mixer.variants import get_variant
 
 LAYER_NORM_EPSILON = 1e-6
@@ -46,94 +47,6 @@ def gelu_tanh(x):
     >>> keras.layers.Activation(gelu_tanh)
     """
     return keras.activations.gelu(x, approximate=True)
-
-
-@keras.saving.register_keras_serializable(package="keras_mixer")
-class Dense(keras.layers.Dense):
-    """Keras's Dense, spelled on TensorFlow so that oneDNN runs matmul, bias and GELU as one kernel.
-
-    Keras 3.15's Dense lowers a (batch, tokens, channels) input on TensorFlow as Reshape,
-    MatMul, Reshape, then an AddV2 for the bias and the activation's own elementwise ops on
-    the 3-D result. TensorFlow's grappler remapper fuses MatMul + BiasAdd + the tanh GELU into
-    one oneDNN matmul (`_MklNativeFusedMatMul`, the GELU a post-op computed in float32
-    registers, also for bfloat16), but only when the three follow each other on a 2-D tensor
-    and the bias is a BiasAdd. So on TensorFlow this Dense flattens the tokens into rows and
-    calls MatMul, BiasAdd and the activation there: the same function, about ten fewer
-    kernels on each MLP's widest tensor, and no casts around a float32 GELU (before and after
-    in docs/benchmarks.md, "Slow paths"; tests/test_mlp_mixer.py checks the fused kernels).
-
-    Other backends keep Keras's own call (XLA fuses these itself), as do quantized and LoRA
-    layers. It is named `Dense` because a `.keras` file stores weights under the snake-cased
-    class name (`layers/dense_3/vars`): files written with Keras's Dense load into it, and
-    its files into Keras's Dense.
-
-    Example:
-    >>> Dense(2048, activation=gelu_tanh, name="channel_mixing_dense_0")
-    """
-
-    def call(self, inputs, training=None):
-        leading = tuple(inputs.shape[1:-1])
-        if (
-            keras.backend.backend() != "tensorflow"
-            or self.quantization_mode is not None
-            or self.lora_enabled
-            or not self.use_bias
-            or None in leading
-        ):
-            return super().call(inputs, training=training)
-        import tensorflow as tf
-
-        rows = tf.reshape(inputs, (-1, inputs.shape[-1]))
-        kernel = keras.ops.cast(self.kernel, self.compute_dtype)
-        bias = keras.ops.cast(self.bias, self.compute_dtype)
-        outputs = tf.nn.bias_add(tf.matmul(rows, kernel), bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return tf.reshape(outputs, (-1, *leading, self.units))
-
-
-def with_layers(layers, **replacements):
-    """`layers` (a layers module or namespace) with some of its names replaced.
-
-    How one builder spells the same Mixer several ways: `build_mixer(with_layers(...))`.
-
-    Example:
-    >>> plain = with_layers(KERAS_LAYERS, Dense=keras.layers.Dense)
-    """
-    namespace = {name: getattr(layers, name) for name in dir(layers) if not name.startswith("_")}
-    namespace.update(replacements)
-    return types.SimpleNamespace(**namespace)
-
-
-def activations_as_layers(layers, *, dtype=None, substitutes=None):
-    """`layers` in which `Dense(units, activation=f)` is a Dense, then an Activation layer.
-
-    The MLP's GELU as a layer of its own, named `<dense name>_activation`: the spelling
-    export's integer-friendly graph needs (tfmot's QAT learns an Activation layer's output
-    range and refuses a Dense whose activation it does not know) and the benchmarks' builds
-    of keras_mixer before its fused Dense. `dtype` is the Activation's (None: the policy's);
-    `substitutes` maps an activation function to the one to build instead. Weights and their
-    order are unchanged: an Activation holds none.
-
-    Example:
-    >>> build_mixer(activations_as_layers(keras.layers, dtype="float32"), **get_variant("S/16"))
-    """
-    substitutes = substitutes or {}
-
-    def dense(units, *, activation=None, name=None, **kwargs):
-        layer = layers.Dense(units, name=name, **kwargs)
-        if activation is None:
-            return layer
-        after = layers.Activation(
-            substitutes.get(activation, activation), dtype=dtype, name=f"{name}_activation"
-        )
-        return lambda x: after(layer(x))
-
-    return with_layers(layers, Dense=dense)
-
-
-# The namespace `MlpMixer` builds from: Keras's layers, with the Mixer's fused Dense.
-KERAS_LAYERS = with_layers(keras.layers, Dense=Dense)
 
 
 def image_size_2d(image_size):
@@ -172,8 +85,8 @@ def mlp_block(layers, x, mlp_dim, dropout_rate, name):
     Dropout after the GELU and after the output Dense, where the official ViT's MlpBlock
     puts it; the official Mixer trains without dropout (rate 0).
 
-    The GELU is the first Dense's activation, so that the Keras model's `Dense` (above) can hand
-    matmul, bias and GELU to oneDNN as one fused kernel (see `Dense`).
+    The GELU is the first Dense's activation, so that the Keras model's Dense can hand
+    matmul, bias and GELU to oneDNN as one fused kernel (`keras_mixer.layers.Dense`).
     """
     output_dim = x.shape[-1]
     x = layers.Dense(mlp_dim, activation=gelu_tanh, name=f"{name}_dense_0")(x)
@@ -264,11 +177,16 @@ def build_mixer(
     return inputs, x
 
 
+_BUILD_MIXER_SIGNATURE = inspect.signature(build_mixer)
+# The architecture's arguments, in build_mixer's order: MlpMixer's constructor and get_config.
+MIXER_ARGUMENTS = tuple(_BUILD_MIXER_SIGNATURE.parameters)[1:]
+
+
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class MlpMixer(keras.Model):
     """MLP-Mixer image classifier (or feature extractor with `include_top=False`).
 
-    Args:
+    Keyword arguments (`build_mixer`'s, with its defaults; the rest go to `keras.Model`):
         patch_size: int. Side of the square patches; the stem's kernel and stride.
         hidden_dim: int. Channels per patch (C in the paper).
         num_blocks: int. Number of Mixer layers.
@@ -295,42 +213,19 @@ class MlpMixer(keras.Model):
     # The built-in presets, name -> row (keras_mixer/presets.py); `from_preset` takes any name.
     presets = presets_lib.PRESETS
 
-    def __init__(
-        self,
-        patch_size,
-        hidden_dim,
-        num_blocks,
-        tokens_mlp_dim,
-        channels_mlp_dim,
-        num_classes=1000,
-        image_size=224,
-        include_top=True,
-        include_rescaling=True,
-        num_channels=3,
-        dropout_rate=0.0,
-        stochastic_depth_rate=0.0,
-        **kwargs,
-    ):
-        config = dict(
-            patch_size=patch_size,
-            hidden_dim=hidden_dim,
-            num_blocks=num_blocks,
-            tokens_mlp_dim=tokens_mlp_dim,
-            channels_mlp_dim=channels_mlp_dim,
-            num_classes=num_classes,
-            image_size=image_size_2d(image_size),
-            include_top=include_top,
-            include_rescaling=include_rescaling,
-            num_channels=num_channels,
-            dropout_rate=dropout_rate,
-            stochastic_depth_rate=stochastic_depth_rate,
-        )
+    def __init__(self, **kwargs):
+        # build_mixer's signature is the one list of the architecture's arguments and their
+        # defaults; the rest of kwargs (name, trainable, ...) is keras.Model's.
+        architecture = {name: kwargs.pop(name) for name in MIXER_ARGUMENTS if name in kwargs}
+        bound = _BUILD_MIXER_SIGNATURE.bind(KERAS_LAYERS, **architecture)
+        bound.apply_defaults()
+        config = {name: bound.arguments[name] for name in MIXER_ARGUMENTS}
+        config["image_size"] = image_size_2d(config["image_size"])
         inputs, outputs = build_mixer(KERAS_LAYERS, **config)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         # One attribute per constructor argument (keras-hub style); mixer_config() reads them back.
         for name, value in config.items():
             setattr(self, name, value)
-        self._mixer_arguments = tuple(config)
         # The names of the head's outputs, when known: from_preset sets them, save_to_preset
         # writes them. Not an architecture argument, so not in get_config.
         self.class_names = None
@@ -342,7 +237,7 @@ class MlpMixer(keras.Model):
 
     def mixer_config(self):
         """The constructor arguments that define the architecture (no Keras name/trainable)."""
-        config = {name: getattr(self, name) for name in self._mixer_arguments}
+        config = {name: getattr(self, name) for name in MIXER_ARGUMENTS}
         config["image_size"] = list(config["image_size"])  # JSON-friendly
         return config
 

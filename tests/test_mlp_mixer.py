@@ -193,7 +193,7 @@ def executed_ops(model, images):
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_mlp_matmul_bias_and_gelu_run_as_one_onednn_kernel(tiny_config, precision):
-    # keras_mixer.mlp_mixer.Dense exists for this fusion (docs/benchmarks.md, "Slow paths"):
+    # keras_mixer.layers.Dense exists for this fusion (docs/benchmarks.md, "Slow paths"):
     # every MLP's first Dense is one fused matmul with its bias and GELU, its second one
     # with its bias, and no GELU op (Tanh) runs on its own.
     if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
