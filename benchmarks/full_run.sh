@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 # LiteRT latency of every export format (converts into benchmarks/results/tflite first if needed).
 step python -m benchmarks.tflite_latency --variants S/16 B/16
-# Side by side with timm (issue 13): ours and the peer (benchmarks/peer_timm.py, timm on PyTorch's
+# Side by side with timm: ours and the peer (benchmarks/peer_timm.py, timm on PyTorch's
 # CPU build in its own venv) alternate, two rounds in one window; the report pairs the lines of
 # each --round. Batch 32 on the machine's cores against timm on 2 threads, then LiteRT at batch 1
 # against timm at batch 1 on the same 1 and 2 threads, with LiteRT's repeats.
@@ -29,7 +29,7 @@ for round in 1 2; do
   peer --figures latency --repeats 10 --warmup 2 --round "$round"
 done
 step python -m benchmarks.patch_scaling --variant S/16 --repeats 3
-# Input pipeline (issue 5, item 4): alone, and feeding fit, including RandAugment's before/after.
+# Input pipeline: alone, and feeding fit, including RandAugment's before/after.
 step python -m benchmarks.input_pipeline
 # Image folders (training/image_folder.py): run() to the first step, and the indexing alone, on
 # 20,000 small JPEGs and on 2,000 photo-size ones; then the same script against the code before
@@ -44,7 +44,7 @@ step env PYTHONPATH="$before/code" python "$before/first_step.py" --results-dir 
 step env PYTHONPATH="$before/code" python "$before/first_step.py" --results-dir benchmarks/results \
     "${photos[@]}"
 git worktree remove --force "$before/code" && rm -r "$before"
-# Slow path 1 (issue 5, item 4): the GELU in bfloat16 (before the fix) vs float32 (the fix),
+# Slow path 1: the GELU in bfloat16 (before the fix) vs float32 (the fix),
 # back to back.
 step python -m benchmarks.train_throughput --variants S/32 S/16 B/16 --modes graph \
     --precisions mixed_bfloat16 --gelu-dtypes compute float32 --repeats 5
@@ -54,7 +54,7 @@ step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 -
     --gelu-dtype compute --repeats 2
 step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step train \
     --gelu-dtype float32 --repeats 2
-# Slow path 4 (issue 13): the MLP's Dense as Keras lowers it, then the GELU in float32 (before)
+# Slow path 4: the MLP's Dense as Keras lowers it, then the GELU in float32 (before)
 # vs keras_mixer's Dense, one oneDNN kernel with bias and GELU (as shipped), back to back.
 step python -m benchmarks.train_throughput --variants S/16 --modes graph \
     --precisions float32 mixed_bfloat16 --gelu-dtypes float32 fused --batch-size 32 --repeats 3

@@ -5,7 +5,7 @@
     ... -m benchmarks.peer_timm --figures latency --variants S/16
     ... -m benchmarks.peer_timm --quick
 
-The peer of issue 13. It runs in its own environment (benchmarks/requirements-peer.txt) without
+keras-mixer's peer on the same CPU. It runs in its own environment (benchmarks/requirements-peer.txt) without
 TensorFlow or Keras, and shares only benchmarks/common.py's standard-library parts (the command
 line, timing, the JSON lines and the machine record). Models: `timm.create_model(NAME,
 pretrained=False)` for `mixer_s16_224` and `mixer_b16_224` (random weights: speed does not depend

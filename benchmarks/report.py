@@ -340,7 +340,7 @@ def backends_matmul_table(records):
     )
 
 
-# The side-by-side of issue 13: for each of timm's figures (what, precision, batch size), our
+# The side-by-side with timm: for each of timm's figures (what, precision, batch size), our
 # table and which of its records compete; ours is the best of them (the highest median images/s),
 # measured in the same round as timm's. Throughput: our compiled modes as shipped (graph and
 # XLA, the fused Dense-GELU; float32 against timm's float32, mixed_bfloat16 against its bfloat16

@@ -16,8 +16,6 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 BUILTIN_OPS = frozenset(
     name for name, value in vars(schema.BuiltinOperator).items() if isinstance(value, int)
 )
-# Ops that only move data between float and integer; they mark the ends of an integer graph.
-CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 # The node XNNPACK puts in place of each run of ops it takes over.
 DELEGATE_OP = "DELEGATE"
 

@@ -11,10 +11,12 @@ import time
 import numpy as np
 import pytest
 
+# The tiny Mixer (not a paper variant: 4x4 patches, 2 blocks) that the benchmarks' --quick
+# runs build too: one definition.
+from benchmarks.common import TINY  # noqa: F401 (re-exported to the test modules)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = os.path.join(REPO, "tests", "programs")
-# A tiny Mixer (not a paper variant): 4x4 patches, 2 blocks.
-TINY = dict(patch_size=4, hidden_dim=16, num_blocks=2, tokens_mlp_dim=8, channels_mlp_dim=32)
 # Float32 Keras against the float64 reference (tests/reference.py): measured ~2e-7 on the tiny
 # model and ~3e-6 on S/32 (logits of magnitude ~2), so 1e-5 relative to the logit scale is
 # float32 round-off level.

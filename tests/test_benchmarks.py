@@ -1,6 +1,6 @@
 """Smoke tests: every benchmark's --quick mode runs and prints measurements that add up.
 
-Speed is never asserted here (issue 5): the numbers are checked for shape and internal
+Speed is never asserted here (a shared 2-core machine's timings are noise): the numbers are checked for shape and internal
 consistency, and the FLOP counts against a closed form written out independently below.
 """
 

@@ -132,7 +132,6 @@ def test_stochastic_depth_is_per_sample_in_training_and_identity_at_inference(ti
 
 
 def test_fit_with_xla_reduces_loss(tiny_config):
-    rng = np.random.default_rng(0)
     images = random_images(64, 16)
     labels = (images.mean(axis=(1, 2, 3)) > 127.5).astype("int32")
     model = MlpMixer(**tiny_config, num_classes=2, image_size=16)
@@ -143,7 +142,6 @@ def test_fit_with_xla_reduces_loss(tiny_config):
     )
     history = model.fit(images, labels, batch_size=16, epochs=5, verbose=0, shuffle=False)
     assert history.history["loss"][-1] < history.history["loss"][0] < np.log(2) + 1e-3
-    del rng
 
 
 def test_mixed_bfloat16_policy(tiny_config):
