@@ -39,8 +39,8 @@ Measured on the tiny digits Mixer with ai-edge-litert 2.3 (tests/test_export.py;
 has the numbers): all three use builtin ops only and run in the interpreter, so none was left
 out. XNNPACK runs weight_only_int8 and dynamic_int4_blockwise whole (one partition; its int4
 blockwise kernels included) but has no int16 kernels: int16x8 runs on the interpreter's
-own kernels alone (no partition), about 6x slower than int8 on the tiny Mixer; it is meant
-for NPUs and DSPs with 16x8 kernels.
+own kernels alone (no partition), far slower than int8 (docs/benchmarks.md, the LiteRT
+table); it is meant for NPUs and DSPs with 16x8 kernels.
 
 TensorFlow, Keras and tfmot are imported inside the functions: the command line reads this
 table before it sets up logging, which must happen before TensorFlow loads.

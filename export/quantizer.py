@@ -100,9 +100,8 @@ def _calibrate(quantizer, float_tflite, images):
     """Each tensor's min and max over all `images`, the rule of the converter's int8.
 
     Given several images at once, the quantizer keeps a moving average of their ranges
-    (smoothing 0.95), so every image beyond the typical range is clipped: on the tiny digits
-    Mixer, int16x8 then agreed with Keras on 99.7% of the test images with a largest logit
-    difference of 36% of the largest logit, against 100% and 5% with the whole range. Its
+    (smoothing 0.95), so every image beyond the typical range is clipped, which costs int16x8
+    agreement with Keras (docs/benchmarks.md, "int16x8's calibration rule"). Its
     API takes no other rule, so each image is calibrated alone and the ranges are merged.
     """
     ranges = [quantizer.calibrate(one, num_threads=os.cpu_count())

@@ -11,8 +11,8 @@ Recipes (command, expected result, cost):
   parameters) on scikit-learn's handwritten digits, AdamW with warmup and cosine decay.
       python -m training.train
   Test accuracy (364 images): 97.8% with the default seed 0, 97.5% and 97.3% with seeds 1
-  and 2 (measured with the input stream of training/data.py); about 80 s of training on 2
-  CPU cores (then the export).
+  and 2 (measured with the input stream of training/data.py); minutes of training on 2 CPU
+  cores, then the export.
 
 - "pretrain": the paper's pre-training (Section 3, Appendix B): Adam (beta1 0.9, beta2 0.999),
   linear warmup of 10k steps then linear decay, weight decay 0.1, gradient clipping at
