@@ -13,6 +13,8 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from export.litert_internals import ops_details
+
 BUILTIN_OPS = frozenset(
     name for name, value in vars(schema.BuiltinOperator).items() if isinstance(value, int)
 )
@@ -33,7 +35,7 @@ def interpreter(model, *, num_threads=1, delegate=True):
 
 def op_names(model):
     """The model's ops in graph order, as the interpreter sees them (before delegation)."""
-    return [op["op_name"] for op in interpreter(model, delegate=False)._get_ops_details()]
+    return [op["op_name"] for op in ops_details(interpreter(model, delegate=False))]
 
 
 def check_builtin_ops(model, name="model"):
@@ -64,7 +66,7 @@ def float_ops(model):
     inputs = {detail["index"] for detail in runner.get_input_details()}
     outputs = {detail["index"] for detail in runner.get_output_details()}
     found = []
-    for op in runner._get_ops_details():
+    for op in ops_details(runner):
         tensors = [index for index in list(op["inputs"]) + list(op["outputs"]) if index >= 0]
         if not any(np.issubdtype(dtypes[index], np.floating) for index in tensors):
             continue
@@ -84,7 +86,7 @@ def delegated_partitions(model, num_threads=1):
     """
     runner = interpreter(model, num_threads=num_threads)
     runner.allocate_tensors()
-    return sum(op["op_name"] == DELEGATE_OP for op in runner._get_ops_details())
+    return sum(op["op_name"] == DELEGATE_OP for op in ops_details(runner))
 
 
 def io_details(model):

@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 
 from export import evaluate
+from export.litert_internals import ops_details
 
 FULLY_CONNECTED = "FULLY_CONNECTED"
 
@@ -58,7 +59,7 @@ def _fully_connected_rows(float_tflite):
     tensors = {tensor["index"]: tensor for tensor in runner.get_tensor_details()}
     return [("".join(f"{tensors[index]['name']};" for index in op["outputs"]),
              int(tensors[op["inputs"][1]]["shape"][1]))
-            for op in runner._get_ops_details() if op["op_name"] == FULLY_CONNECTED]
+            for op in ops_details(runner) if op["op_name"] == FULLY_CONNECTED]
 
 
 def fit_blocks(recipe, float_tflite):
