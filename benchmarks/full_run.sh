@@ -60,6 +60,8 @@ step python -m benchmarks.train_throughput --variants S/16 --modes graph \
     --precisions float32 mixed_bfloat16 --gelu-dtypes float32 fused --batch-size 32 --repeats 3
 step python -m benchmarks.inference_throughput --variants S/16 --modes graph xla \
     --precisions float32 mixed_bfloat16 --gelu-dtypes float32 fused --batch-sizes 1 32 --repeats 5
+# Which oneDNN kernel runs each matmul of a bfloat16 training step and predict.
+step python -m benchmarks.onednn_kernels --variant S/16 --precision mixed_bfloat16 --repeats 2
 for gelu in float32 fused; do
   step python -m benchmarks.op_profile --variant S/16 --precision mixed_bfloat16 --step forward \
       --batch-size 32 --gelu-dtype "$gelu" --repeats 2

@@ -553,3 +553,42 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
     report.plot_tflite(tflites, peers, tmp_path / "tflite.png")
     for name in ("peer.png", "tflite.png"):
         assert 0 < os.path.getsize(tmp_path / name) < 300_000
+
+
+def test_onednn_histogram_counts_the_exec_lines_after_the_marker():
+    from benchmarks import onednn_kernels
+
+    line = "onednn_verbose,v1,primitive,exec,cpu,{},{},{},src:bf16 wei:bf16,,,mb8ic512oc2048,{}"
+    stdout = "\n".join([
+        line.format("inner_product", "x64:gemm:jit", "forward_training", 9.0),  # warm-up call
+        onednn_kernels.MARKER,
+        line.format("inner_product", "x64:gemm:jit", "forward_training", 2.0),
+        line.format("matmul", "brg_matmul:avx10_1_512_amx", "undef", 1.0),
+        "onednn_verbose,v1,primitive,create:cache_miss,cpu,matmul,brg_matmul:avx10_1_512_amx,undef,,,,,0.5",
+        line.format("inner_product", "x64:gemm:jit", "forward_training", 4.0),
+        line.format("matmul", "brg_matmul:avx10_1_512_amx", "undef", 3.0),
+    ])
+    rows = onednn_kernels.histogram(stdout, calls=2)
+    assert rows == [
+        {"primitive": "inner_product", "implementation": "x64:gemm:jit",
+         "propagation": "forward_training", "calls": 1.0, "ms": 3.0},
+        {"primitive": "matmul", "implementation": "brg_matmul:avx10_1_512_amx",
+         "propagation": "undef", "calls": 1.0, "ms": 2.0},
+    ]
+    assert onednn_kernels.generic_matmul_calls(rows) == 1.0
+
+
+def test_onednn_kernels_quick_sees_every_dense_matmul(capsys, tmp_path):
+    from benchmarks import onednn_kernels
+
+    records = {record["step"]: record for record in run(onednn_kernels, capsys, tmp_path)}
+    assert set(records) == {"train", "predict"}
+    dense_layers = 2 * 2 * common.TINY["num_blocks"] + 1  # two MLPs of two Dense per block, head
+    matmuls = {
+        step: sum(row["calls"] for row in record["kernels"]
+                  if row["primitive"] in onednn_kernels.MATMUL_PRIMITIVES)
+        for step, record in records.items()
+    }
+    # A training step multiplies by each kernel forward, then for the input's and the
+    # kernel's gradients.
+    assert matmuls == {"predict": dense_layers, "train": 3 * dense_layers}
