@@ -15,7 +15,9 @@ Where the files come from:
   relative layout (`$KERAS_MIXER_PRESET_MIRROR/imagenet21k/Mixer-B_16.npz`): the way for
   clusters without internet.
 A fetch writes a hidden partial file that is renamed into the cache only once complete
-(keras_mixer/storage.py), so a killed or failed download never lands in the cache.
+(keras_mixer/storage.py), so a killed or failed download never lands in the cache. A file
+that fails its check is deleted from the cache, and the error names where it came from: a
+mirror's file is copied again as it is, so the error says to replace it with the official one.
 
 A preset folder (`model.save_to_preset(DIR)`, local or remote) holds two files:
 `model.keras` (config and weights) and `metadata.json` (class names, Keras version,
@@ -151,8 +153,19 @@ def cache_path(preset):
     return os.path.join(root, "models", "mixer_models", *preset.file.split("/"))
 
 
+def origin(preset):
+    """Where a preset's file is fetched from: its path in the mirror when
+    KERAS_MIXER_PRESET_MIRROR is set, else its official URL."""
+    mirror = os.environ.get(MIRROR_VARIABLE)
+    if mirror:
+        return storage.join(mirror, *preset.file.split("/"))
+    return f"{OFFICIAL_URL}/{preset.file}"
+
+
 def checkpoint_file(name):
-    """The local path of the official `.npz` of preset `name`, fetched into the cache once.
+    """`(path, fetched_from)`: the local path of the official `.npz` of preset `name`,
+    fetched into the cache once, and where this call fetched it from (`origin`), or None
+    when the cache held it already.
 
     Raises PresetError, in one line, naming the location it could not read and where the
     file can be put by hand.
@@ -160,11 +173,11 @@ def checkpoint_file(name):
     preset = PRESETS[name]
     target = cache_path(preset)
     if os.path.isfile(target):
-        return target
+        return target, None
     mirror = os.environ.get(MIRROR_VARIABLE)
     official = f"{OFFICIAL_BUCKET}/{preset.file}"
+    source = origin(preset)
     if mirror:
-        source = storage.join(mirror, *preset.file.split("/"))
         if not storage.exists(source):
             raise PresetError(
                 f"Preset {name!r}: {source!r} does not exist. {MIRROR_VARIABLE}={mirror!r} must "
@@ -178,21 +191,47 @@ def checkpoint_file(name):
                 f"Preset {name!r}: cannot copy {source!r} into the cache "
                 f"({' '.join(str(error).split())[:200]}): check {MIRROR_VARIABLE}={mirror!r}."
             ) from None
-        return target
-    url = f"{OFFICIAL_URL}/{preset.file}"
+        return target, source
     try:
         with storage.staged_file(target) as partial:
             keras.utils.get_file(
-                os.path.basename(partial), url, cache_dir=os.path.dirname(partial), cache_subdir=""
+                os.path.basename(partial), source, cache_dir=os.path.dirname(partial),
+                cache_subdir="",
             )
     except Exception as error:  # get_file raises a bare Exception from urllib's URLError
         reason = " ".join(str(getattr(error.__context__, "reason", None) or error).split())[:200]
         raise PresetError(
-            f"Cannot download preset {name!r} from {url} ({reason}). Offline, put the file there "
-            f"by hand: {target} (a copy of {official}), or set {MIRROR_VARIABLE} to a folder or "
-            "bucket holding gs://mixer_models' layout."
+            f"Cannot download preset {name!r} from {source} ({reason}). Offline, put the file "
+            f"there by hand: {target} (a copy of {official}), or set {MIRROR_VARIABLE} to a "
+            "folder or bucket holding gs://mixer_models' layout."
         ) from None
-    return target
+    return target, source
+
+
+def replace_advice(name, fetched_from):
+    """What to do about preset `name`'s file, fetched from `fetched_from` (checkpoint_file's;
+    None: found in the cache), once its check has failed and its cached copy is deleted.
+
+    A mirror's file is copied again as it is on the next load, so it must be replaced; a
+    download or a file found in the cache may just have been damaged on the way.
+    """
+    preset = PRESETS[name]
+    url = f"{OFFICIAL_URL}/{preset.file}"
+    official = f"{OFFICIAL_BUCKET}/{preset.file} ({url})"
+    if fetched_from is None:
+        return (
+            f"It was deleted from the cache: load the preset again to fetch it again from "
+            f"{origin(preset)}."
+        )
+    if fetched_from == url:
+        return (
+            f"The download was deleted from the cache: load the preset again to download it "
+            f"again, or put a copy of {official} by hand at {cache_path(preset)}."
+        )
+    return (
+        f"Replace that file in {MIRROR_VARIABLE} with a copy of the official {official}, then "
+        "load the preset again (its copy in the cache was deleted)."
+    )
 
 
 def save_to_preset(model, preset_dir, class_names=None):
