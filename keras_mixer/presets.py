@@ -30,7 +30,9 @@ holds (its `config.json` is the run config), so every run directory is a preset 
 
 import dataclasses
 import importlib.resources
+import io
 import os
+import zipfile
 
 import keras
 
@@ -42,6 +44,8 @@ OFFICIAL_URL = "https://storage.googleapis.com/mixer_models"  # the same bucket,
 MIRROR_VARIABLE = "KERAS_MIXER_PRESET_MIRROR"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
+EXPECTED_MODEL_FILE = (f"the {MODEL_FILE} of a keras_mixer.MlpMixer, as model.save_to_preset(DIR) "
+                       "writes it; write the preset again")
 
 
 class PresetError(ValueError):
@@ -296,8 +300,60 @@ def read_preset_folder(preset_dir):
         with storage.local_copy(model_file) as local:
             model = keras.saving.load_model(local, compile=False)
     except Exception as error:  # Keras raises ValueError, TypeError, OSError, zip errors
-        raise PresetError(
-            f"{model_file!r} cannot be loaded as a Keras model ({type(error).__name__}: "
-            f"{' '.join(str(error).split())[:200]}): write the preset again."
-        ) from None
+        raise PresetError(why_unloadable(model_file, error, EXPECTED_MODEL_FILE)) from None
     return model, metadata
+
+
+def why_unloadable(path, error, expected):
+    """One line on why Keras could not load the `.keras` file at `path` (`error`, raised by
+    `keras.saving.load_model`) and what to do; `expected` says what the file should be and
+    how it is written again.
+
+    Keras's own message is quoted in whole sentences only.
+    """
+    content = storage.read_bytes(path)  # only once Keras has failed: the file is suspect
+    damage = _zip_damage(content)
+    if damage:
+        return (
+            f"{path!r} is corrupt ({damage}, {len(content)} bytes): a .keras file is a zip "
+            f"archive, and this one is truncated or was never one. Expected {expected}."
+        )
+    message = " ".join(str(error).split())
+    if "safe_mode" in message:  # Keras refuses code (a Lambda's) unless safe_mode=False
+        return (
+            f"{path!r} holds Python code, which Keras's safe mode does not load as it could run "
+            f"anything (Keras: {_sentences(message, 0)}); an MlpMixer holds none, so this is "
+            f"not a Mixer's file. Expected {expected}."
+        )
+    if "Could not locate class" in message:
+        return (
+            f"Keras could not locate the model class in {path!r} ({_sentences(message, 160)}). "
+            "Run `import keras_mixer` before keras.models.load_model, so that Keras knows "
+            "MlpMixer; if it still fails, the file was saved by another version of "
+            "keras_mixer or holds another model."
+        )
+    return (
+        f"Could not load {path!r} as a Keras model ({type(error).__name__}: "
+        f"{_sentences(message, 300)}). Expected {expected}."
+    )
+
+
+def _sentences(message, limit):
+    """The whole sentences of `message` that fit in `limit` characters (at least one)."""
+    sentences = message.split(". ")
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 2 + len(sentence) > limit:
+            return kept if kept.endswith(".") else kept + "."
+        kept = f"{kept}. {sentence}"
+    return kept
+
+
+def _zip_damage(content):
+    """What is wrong with `content` as a zip archive, or None when it reads as one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, EOFError):
+        return "not a zip archive"
+    return None if bad_member is None else f"{bad_member} fails its checksum"

@@ -360,6 +360,23 @@ def test_preset_folder_of_another_model_says_what_it_holds(tmp_path):
         MlpMixer.from_preset(tmp_path)
 
 
+def test_preset_folder_holding_code_is_refused_in_one_whole_message(tmp_path):
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: 2 * x)(inputs)).save(tmp_path / "model.keras")
+    (tmp_path / "metadata.json").write_text('{"class_names": null}')
+    with pytest.raises(ValueError) as refusal:  # Keras's safe mode, which from_preset keeps
+        keras.saving.load_model(tmp_path / "model.keras")
+    keras_first_sentence = " ".join(str(refusal.value).split()).split(". ")[0] + "."
+    with pytest.raises(PresetError) as error:
+        MlpMixer.from_preset(tmp_path)
+    assert str(error.value) == (
+        f"{str(tmp_path / 'model.keras')!r} holds Python code, which Keras's safe mode does not "
+        f"load as it could run anything (Keras: {keras_first_sentence}); an MlpMixer holds none, "
+        "so this is not a Mixer's file. Expected the model.keras of a keras_mixer.MlpMixer, as "
+        "model.save_to_preset(DIR) writes it; write the preset again.")
+    assert "`Lambda` layer" in keras_first_sentence
+
+
 def test_class_names_must_name_every_output(tmp_path):
     with pytest.raises(ValueError, match="2 class names for a model with 3 classes"):
         MlpMixer(**TINY, num_classes=3, image_size=8).save_to_preset(tmp_path, ["a", "b"])
