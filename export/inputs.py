@@ -50,8 +50,8 @@ def load_model(source):
     """The keras_mixer.MlpMixer of a run directory or `.keras` file, or `source` if in memory.
 
     Raises FileNotFoundError (no model there), ValueError (a file Keras cannot load: corrupt,
-    holding code, or of a class Keras cannot locate) or TypeError (a model that is not an
-    MlpMixer), each naming the path and what was expected.
+    a legacy .h5, holding code, or of a class Keras cannot locate) or TypeError (a model that
+    is not an MlpMixer), each naming the path and what was expected.
 
     Example:
     >>> model = load_model("runs/digits")

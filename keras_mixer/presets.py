@@ -46,6 +46,8 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 EXPECTED_MODEL_FILE = (f"the {MODEL_FILE} of a keras_mixer.MlpMixer, as model.save_to_preset(DIR) "
                        "writes it; write the preset again")
+# The first bytes of every HDF5 file, such as Keras's legacy `.h5` models.
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class PresetError(ValueError):
@@ -309,9 +311,18 @@ def why_unloadable(path, error, expected):
     `keras.saving.load_model`) and what to do; `expected` says what the file should be and
     how it is written again.
 
-    Keras's own message is quoted in whole sentences only.
+    Keras's own message is quoted in whole sentences only. A file of the legacy HDF5 format,
+    which Keras 3 reads only as `keras.saving.load_model(..., custom_objects=...)`, is named
+    as such with the way to save it as a `.keras`.
     """
     content = storage.read_bytes(path)  # only once Keras has failed: the file is suspect
+    if content.startswith(HDF5_SIGNATURE):
+        return (
+            f"{path!r} is a legacy HDF5 Keras file (.h5), which is not supported: save the model "
+            "as a .keras file, model.save('model.keras'); this one becomes one with "
+            f"keras.saving.load_model({path!r}, custom_objects="
+            "{'MlpMixer': keras_mixer.MlpMixer}).save('model.keras')."
+        )
     damage = _zip_damage(content)
     if damage:
         return (
