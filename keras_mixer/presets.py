@@ -59,20 +59,12 @@ class PresetError(ValueError):
 # widths with 8x8 patches, 784 tokens at 224 and a 1000-class head.
 PRESET_VARIANTS = {**VARIANTS, "S/8": dict(VARIANTS["S/16"], patch_size=8)}
 
+# The label sets of the official heads: ImageNet-1k (ILSVRC 2012), 1,000 classes in
+# tensorflow-datasets' imagenet2012 order, the order the official models were trained in;
+# ImageNet-21k (fall 2011 release), 21,843 WordNet synsets, whose list is not included
+# (neither tensorflow-datasets nor Keras ships it), so those outputs are named by index.
 IMAGENET_1K = "imagenet2012"
 IMAGENET_21K = "imagenet21k"
-LABEL_SETS = {
-    IMAGENET_1K: (
-        "ImageNet-1k (ILSVRC 2012): 1,000 classes in tensorflow-datasets' imagenet2012 order, "
-        "the order the official models were trained in; names in keras_mixer/"
-        "imagenet2012_labels.txt"
-    ),
-    IMAGENET_21K: (
-        "ImageNet-21k (fall 2011 release): 21,843 WordNet synsets; their list is not included "
-        "in keras_mixer (neither tensorflow-datasets nor Keras ships it), so outputs are "
-        "named by index"
-    ),
-}
 # One "synset_id<TAB>name" line per class, in class-index order. The ids and their order are
 # tensorflow-datasets 4.9.10's `datasets/imagenet2012/labels.txt` (the classes of tfds
 # imagenet2012, which the official models were trained on); the names are those keras-hub
