@@ -12,9 +12,7 @@ class index of every split and of `labels.txt`.
 
 import dataclasses
 import functools
-import io
 import os
-import zipfile
 
 import keras
 import numpy as np
@@ -29,6 +27,7 @@ from training import run_dir
 FINE_TUNE_BATCH_SIZE = 64
 EXPECTED_MODEL = ("a .keras file saved from a keras_mixer.MlpMixer (model.save('model.keras')), "
                   "or a training run directory holding one as model.keras")
+REWRITE_MODEL = f"{EXPECTED_MODEL}; save the model again or rerun the training that wrote it"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +50,8 @@ def load_model(source):
     """The keras_mixer.MlpMixer of a run directory or `.keras` file, or `source` if in memory.
 
     Raises FileNotFoundError (no model there), ValueError (a file Keras cannot load: corrupt,
-    or of a class Keras cannot locate) or TypeError (a model that is not an MlpMixer), each
-    naming the path and what was expected.
+    a legacy .h5, holding code, or of a class Keras cannot locate) or TypeError (a model that
+    is not an MlpMixer), each naming the path and what was expected.
 
     Example:
     >>> model = load_model("runs/digits")
@@ -66,7 +65,7 @@ def load_model(source):
         try:
             model = keras.saving.load_model(where, compile=False)
         except Exception as error:
-            raise ValueError(_why_unloadable(where, error)) from None
+            raise ValueError(presets.why_unloadable(where, error, REWRITE_MODEL)) from None
     if not isinstance(model, MlpMixer):
         raise TypeError(
             f"{where} holds a {type(model).__name__} ({model.name!r}), not a "
@@ -74,33 +73,6 @@ def load_model(source):
             "with its own LayerNorm config; save the model as keras_mixer.MlpMixer."
         )
     return model
-
-
-def _why_unloadable(path, error):
-    content = storage.read_bytes(path)  # only once Keras has failed: the file is suspect
-    damage = _zip_damage(content)
-    if damage:
-        return (f"{path!r} is corrupt ({damage}, {len(content)} bytes): a .keras file is a zip "
-                f"archive, and this one is truncated or was never one. Expected "
-                f"{EXPECTED_MODEL}; save the model again or rerun the training that wrote it.")
-    message = " ".join(str(error).split())
-    if "Could not locate class" in message:
-        return (f"Keras could not locate the model class in {path!r} ({message[:160]}...). Run "
-                "`import keras_mixer` before keras.models.load_model, so that Keras knows "
-                "MlpMixer; if it still fails, the file was saved by another version of "
-                "keras_mixer or holds another model.")
-    return (f"Could not load {path!r} as a Keras model ({type(error).__name__}: "
-            f"{message[:300]}). Expected {EXPECTED_MODEL}.")
-
-
-def _zip_damage(content):
-    """What is wrong with `content` as a zip archive, or None when it reads as one."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(content)) as archive:
-            bad_member = archive.testzip()
-    except (zipfile.BadZipFile, EOFError):
-        return "not a zip archive"
-    return None if bad_member is None else f"{bad_member} fails its checksum"
 
 
 def load_run(source, config=None):

@@ -14,8 +14,8 @@ The app-side steps, in order (the README shows them in Kotlin and Swift):
 5. Name the classes with `labels.txt`, shipped next to the model (one name per line, in
    class-index order: the training run's class list).
 
-A file that is not an image, an empty or truncated `.tflite`, or a `.keras` given in its
-place is a ValueError naming the path and what was expected.
+A file that is not an image, an empty or truncated `.tflite`, or a `.keras` or `.h5` given
+in its place is a ValueError naming the path and what was expected.
 """
 
 import sys
@@ -32,7 +32,18 @@ import numpy as np
 from export import evaluate
 
 EXPECTED_MODEL = "a .tflite file written by export.convert (e.g. exports/digits/int8.tflite)"
-ZIP_MAGIC = b"PK\x03\x04"
+CONVERT = "python -m export.convert SOURCE --out DIR"
+# Keras models given in a .tflite's place, by their first bytes (keras_mixer.presets'
+# HDF5_SIGNATURE, not imported: that loads Keras, and predict runs on LiteRT alone, as an app).
+KERAS_FILES = {
+    b"PK\x03\x04": (
+        f"a zip archive (a Keras .keras model?), not a .tflite: convert it first ({CONVERT})"
+    ),
+    b"\x89HDF\r\n\x1a\n": (
+        "an HDF5 file (a legacy Keras .h5 model?), not a .tflite: save the model as a .keras "
+        f"(model.save('model.keras')) and convert that ({CONVERT})"
+    ),
+}
 
 
 def load_labels(model_path, labels=None):
@@ -67,7 +78,7 @@ def load_model(path):
     """The bytes of the `.tflite` file at `path`, checked to load in the LiteRT interpreter.
 
     Raises FileNotFoundError, or ValueError saying what the file is instead (empty, a Keras
-    `.keras` archive, not a TFLite flatbuffer).
+    `.keras` or `.h5` model, not a TFLite flatbuffer).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No model at {path!r}: expected {EXPECTED_MODEL}.")
@@ -75,10 +86,9 @@ def load_model(path):
         model = file.read()
     if not model:
         raise ValueError(f"{path!r} is empty (0 bytes): expected {EXPECTED_MODEL}.")
-    if model.startswith(ZIP_MAGIC):
-        raise ValueError(
-            f"{path!r} is a zip archive (a Keras .keras model?), not a .tflite: convert it "
-            f"first (python -m export.convert SOURCE --out DIR); expected {EXPECTED_MODEL}.")
+    for magic, what in KERAS_FILES.items():
+        if model.startswith(magic):
+            raise ValueError(f"{path!r} is {what}; expected {EXPECTED_MODEL}.")
     try:
         evaluate.interpreter(model, delegate=False)
     except ValueError as error:

@@ -31,7 +31,15 @@ from keras_mixer.variants import ARCHITECTURE_KEYS, VARIANTS, get_variant
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as asked; the message says why and what to do."""
+    """A checkpoint that cannot be loaded as asked; the message says why and what to do.
+
+    `problem` is the why alone, for a caller that knows a better fix than `fix`: a preset
+    knows where its official file lies.
+    """
+
+    def __init__(self, problem, fix=None):
+        super().__init__(problem if fix is None else f"{problem} {fix}")
+        self.problem = problem
 
 
 _OFFICIAL_KEY = re.compile(
@@ -93,14 +101,14 @@ def keras_to_official(layer_name, weight_position):
     return f"MixerBlock_{block}/{path}/{param}"
 
 
-def read_npz(path):
+def read_npz(path, name=None):
     """Reads an .npz checkpoint into a dict of float arrays, refusing anything that is not one.
 
     Every array is checked here, before any weight is assigned: it must be a floating-point
     .npy array (never a pickle, which could run code) whose values are all finite, and
     every zip member must pass its CRC check. A damaged download is reported as damaged,
     with the advice to download it again, rather than loading NaNs or leaking zipfile's
-    errors.
+    errors. Messages call the file `name` (default: `path`), e.g. the file `path` is a copy of.
 
     Example:
     >>> params = read_npz("imagenet21k_Mixer-B_16.npz")
@@ -108,6 +116,7 @@ def read_npz(path):
     (16, 16, 3, 768)
     """
     path = os.fspath(path)
+    name = path if name is None else name
     if os.path.isdir(path):
         raise CheckpointError(
             f"{path!r} is a directory, not an .npz file. Pass the path of the checkpoint file "
@@ -123,23 +132,24 @@ def read_npz(path):
             starts_like_zip = file.read(4) == b"PK\x03\x04"
         if starts_like_zip:  # a zip whose directory, at the end of the file, is missing
             raise CheckpointError(
-                f"{path!r} is corrupt: it starts like an .npz archive but its end is missing, "
-                f"so the download is incomplete or damaged. {_DOWNLOAD_AGAIN}"
+                f"{name!r} is corrupt: it starts like an .npz archive but its end is missing, "
+                "so the download is incomplete or damaged.", _DOWNLOAD_AGAIN
             )
         raise CheckpointError(
-            f"{path!r} is not an .npz archive (a zip of .npy arrays). Pass an official "
-            "MLP-Mixer .npz checkpoint, not a .keras, .h5, .msgpack or TF checkpoint file."
+            f"{name!r} is not an .npz archive (a zip of .npy arrays).",
+            "Pass an official MLP-Mixer .npz checkpoint, not a .keras, .h5, .msgpack or TF "
+            "checkpoint file.",
         )
     params = {}
     try:
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
                 key = member.filename.removesuffix(".npy")
-                params[key] = _read_array(archive, member, key, path)
+                params[key] = _read_array(archive, member, key, name)
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise CheckpointError(
-            f"{path!r} is corrupt ({_one_line(error)}): the download is "
-            f"damaged or incomplete. {_DOWNLOAD_AGAIN}"
+            f"{name!r} is corrupt ({_one_line(error)}): the download is damaged or incomplete.",
+            _DOWNLOAD_AGAIN,
         ) from error
     return params
 
@@ -152,7 +162,7 @@ def _one_line(error):
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _read_array(archive, member, key, path):
+def _read_array(archive, member, key, name):
     """One member of an .npz: a finite float array, or a CheckpointError saying why not.
 
     The .npy header is read first, so a pickle is never run and a non-float array is
@@ -173,31 +183,32 @@ def _read_array(archive, member, key, path):
             pass
     if dtype is None:
         raise CheckpointError(
-            f"{path!r} holds {member.filename!r}, which is not a .npy array: it is not an .npz "
-            "checkpoint. Pass an official MLP-Mixer .npz checkpoint, not a .keras or other zip."
+            f"{name!r} holds {member.filename!r}, which is not a .npy array: it is not an .npz "
+            "checkpoint.",
+            "Pass an official MLP-Mixer .npz checkpoint, not a .keras or other zip.",
         )
     if dtype.hasobject:
         raise CheckpointError(
-            f"{path!r}: array {key!r} holds pickled Python objects, which are not loaded "
-            "(allow_pickle=False, since unpickling can run arbitrary code). Official "
-            "checkpoints hold plain float arrays; re-save it with numeric arrays only."
+            f"{name!r}: array {key!r} holds pickled Python objects, which are not loaded "
+            "(allow_pickle=False, since unpickling can run arbitrary code).",
+            "Official checkpoints hold plain float arrays; re-save it with numeric arrays only.",
         )
     if not np.issubdtype(dtype, np.floating):
         raise CheckpointError(
-            f"{path!r}: array {key!r} has dtype {dtype}, not floating point. Official "
-            "checkpoints hold float32 arrays; re-save it with float weights only."
+            f"{name!r}: array {key!r} has dtype {dtype}, not floating point.",
+            "Official checkpoints hold float32 arrays; re-save it with float weights only.",
         )
     if malformed is not None:  # its CRC held: the file was written damaged
         raise CheckpointError(
-            f"{path!r} is corrupt: array {key!r} cannot be read ({_one_line(malformed)}). "
-            + _DOWNLOAD_AGAIN
+            f"{name!r} is corrupt: array {key!r} cannot be read ({_one_line(malformed)}).",
+            _DOWNLOAD_AGAIN,
         ) from malformed
     non_finite = array.size - np.count_nonzero(np.isfinite(array))
     if non_finite:
         raise CheckpointError(
-            f"{path!r}: array {key!r} has {non_finite} non-finite values (NaN or inf) of "
-            f"{array.size}: the file is damaged, as official checkpoints hold finite weights. "
-            + _DOWNLOAD_AGAIN
+            f"{name!r}: array {key!r} has {non_finite} non-finite values (NaN or inf) of "
+            f"{array.size}: the file is damaged, as official checkpoints hold finite weights.",
+            _DOWNLOAD_AGAIN,
         )
     return array
 
@@ -376,26 +387,27 @@ def _read_preset_checkpoint(name, preset):
 
     No official checksums are published, so the check is the file's own (every zip member's
     CRC, finite floats: `read_npz`) and its shapes against the row's architecture, resolution
-    and classes. A cached file that fails is deleted, so the next call fetches it again.
+    and classes. A cached file that fails is deleted, so the next call fetches it again; the
+    message names the file it was fetched from (a mirror's file is what the user must fix).
     """
-    path = presets.checkpoint_file(name)
+    path, fetched_from = presets.checkpoint_file(name)
+    shown = fetched_from or path
     try:
-        params = read_npz(path)
-        hyperparameters, num_patches, num_classes = infer_architecture(params, path)
+        params = read_npz(path, shown)
+        hyperparameters, num_patches, num_classes = infer_architecture(params, shown)
         expected = presets.architecture(preset)
         expected_patches = (preset.image_size // expected["patch_size"]) ** 2
         found = (hyperparameters, num_patches, num_classes)
         if found != (expected, expected_patches, preset.num_classes):
             raise CheckpointError(
-                f"{path!r} is not preset {name!r}: its shapes give {hyperparameters} with "
+                f"{shown!r} is not preset {name!r}: its shapes give {hyperparameters} with "
                 f"{num_patches} patches and {num_classes} classes, the preset is {preset.variant} "
                 f"at {preset.image_size} ({expected_patches} patches), {preset.num_classes} classes."
             )
     except CheckpointError as error:
         os.remove(path)
         raise CheckpointError(
-            f"The cached file of preset {name!r} is unusable, so it was deleted from the cache; "
-            f"load the preset again to fetch it again. {error}"
+            f"Preset {name!r}: {error.problem}", presets.replace_advice(name, fetched_from)
         ) from None
     return params, path
 

@@ -15,7 +15,9 @@ Where the files come from:
   relative layout (`$KERAS_MIXER_PRESET_MIRROR/imagenet21k/Mixer-B_16.npz`): the way for
   clusters without internet.
 A fetch writes a hidden partial file that is renamed into the cache only once complete
-(keras_mixer/storage.py), so a killed or failed download never lands in the cache.
+(keras_mixer/storage.py), so a killed or failed download never lands in the cache. A file
+that fails its check is deleted from the cache, and the error names where it came from: a
+mirror's file is copied again as it is, so the error says to replace it with the official one.
 
 A preset folder (`model.save_to_preset(DIR)`, local or remote) holds two files:
 `model.keras` (config and weights) and `metadata.json` (class names, Keras version,
@@ -28,7 +30,9 @@ holds (its `config.json` is the run config), so every run directory is a preset 
 
 import dataclasses
 import importlib.resources
+import io
 import os
+import zipfile
 
 import keras
 
@@ -40,6 +44,10 @@ OFFICIAL_URL = "https://storage.googleapis.com/mixer_models"  # the same bucket,
 MIRROR_VARIABLE = "KERAS_MIXER_PRESET_MIRROR"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
+EXPECTED_MODEL_FILE = (f"the {MODEL_FILE} of a keras_mixer.MlpMixer, as model.save_to_preset(DIR) "
+                       "writes it; write the preset again")
+# The first bytes of every HDF5 file, such as Keras's legacy `.h5` models.
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class PresetError(ValueError):
@@ -51,20 +59,12 @@ class PresetError(ValueError):
 # widths with 8x8 patches, 784 tokens at 224 and a 1000-class head.
 PRESET_VARIANTS = {**VARIANTS, "S/8": dict(VARIANTS["S/16"], patch_size=8)}
 
+# The label sets of the official heads: ImageNet-1k (ILSVRC 2012), 1,000 classes in
+# tensorflow-datasets' imagenet2012 order, the order the official models were trained in;
+# ImageNet-21k (fall 2011 release), 21,843 WordNet synsets, whose list is not included
+# (neither tensorflow-datasets nor Keras ships it), so those outputs are named by index.
 IMAGENET_1K = "imagenet2012"
 IMAGENET_21K = "imagenet21k"
-LABEL_SETS = {
-    IMAGENET_1K: (
-        "ImageNet-1k (ILSVRC 2012): 1,000 classes in tensorflow-datasets' imagenet2012 order, "
-        "the order the official models were trained in; names in keras_mixer/"
-        "imagenet2012_labels.txt"
-    ),
-    IMAGENET_21K: (
-        "ImageNet-21k (fall 2011 release): 21,843 WordNet synsets; their list is not included "
-        "in keras_mixer (neither tensorflow-datasets nor Keras ships it), so outputs are "
-        "named by index"
-    ),
-}
 # One "synset_id<TAB>name" line per class, in class-index order. The ids and their order are
 # tensorflow-datasets 4.9.10's `datasets/imagenet2012/labels.txt` (the classes of tfds
 # imagenet2012, which the official models were trained on); the names are those keras-hub
@@ -151,8 +151,19 @@ def cache_path(preset):
     return os.path.join(root, "models", "mixer_models", *preset.file.split("/"))
 
 
+def origin(preset):
+    """Where a preset's file is fetched from: its path in the mirror when
+    KERAS_MIXER_PRESET_MIRROR is set, else its official URL."""
+    mirror = os.environ.get(MIRROR_VARIABLE)
+    if mirror:
+        return storage.join(mirror, *preset.file.split("/"))
+    return f"{OFFICIAL_URL}/{preset.file}"
+
+
 def checkpoint_file(name):
-    """The local path of the official `.npz` of preset `name`, fetched into the cache once.
+    """`(path, fetched_from)`: the local path of the official `.npz` of preset `name`,
+    fetched into the cache once, and where this call fetched it from (`origin`), or None
+    when the cache held it already.
 
     Raises PresetError, in one line, naming the location it could not read and where the
     file can be put by hand.
@@ -160,11 +171,11 @@ def checkpoint_file(name):
     preset = PRESETS[name]
     target = cache_path(preset)
     if os.path.isfile(target):
-        return target
+        return target, None
     mirror = os.environ.get(MIRROR_VARIABLE)
     official = f"{OFFICIAL_BUCKET}/{preset.file}"
+    source = origin(preset)
     if mirror:
-        source = storage.join(mirror, *preset.file.split("/"))
         if not storage.exists(source):
             raise PresetError(
                 f"Preset {name!r}: {source!r} does not exist. {MIRROR_VARIABLE}={mirror!r} must "
@@ -178,21 +189,47 @@ def checkpoint_file(name):
                 f"Preset {name!r}: cannot copy {source!r} into the cache "
                 f"({' '.join(str(error).split())[:200]}): check {MIRROR_VARIABLE}={mirror!r}."
             ) from None
-        return target
-    url = f"{OFFICIAL_URL}/{preset.file}"
+        return target, source
     try:
         with storage.staged_file(target) as partial:
             keras.utils.get_file(
-                os.path.basename(partial), url, cache_dir=os.path.dirname(partial), cache_subdir=""
+                os.path.basename(partial), source, cache_dir=os.path.dirname(partial),
+                cache_subdir="",
             )
     except Exception as error:  # get_file raises a bare Exception from urllib's URLError
         reason = " ".join(str(getattr(error.__context__, "reason", None) or error).split())[:200]
         raise PresetError(
-            f"Cannot download preset {name!r} from {url} ({reason}). Offline, put the file there "
-            f"by hand: {target} (a copy of {official}), or set {MIRROR_VARIABLE} to a folder or "
-            "bucket holding gs://mixer_models' layout."
+            f"Cannot download preset {name!r} from {source} ({reason}). Offline, put the file "
+            f"there by hand: {target} (a copy of {official}), or set {MIRROR_VARIABLE} to a "
+            "folder or bucket holding gs://mixer_models' layout."
         ) from None
-    return target
+    return target, source
+
+
+def replace_advice(name, fetched_from):
+    """What to do about preset `name`'s file, fetched from `fetched_from` (checkpoint_file's;
+    None: found in the cache), once its check has failed and its cached copy is deleted.
+
+    A mirror's file is copied again as it is on the next load, so it must be replaced; a
+    download or a file found in the cache may just have been damaged on the way.
+    """
+    preset = PRESETS[name]
+    url = f"{OFFICIAL_URL}/{preset.file}"
+    official = f"{OFFICIAL_BUCKET}/{preset.file} ({url})"
+    if fetched_from is None:
+        return (
+            f"It was deleted from the cache: load the preset again to fetch it again from "
+            f"{origin(preset)}."
+        )
+    if fetched_from == url:
+        return (
+            f"The download was deleted from the cache: load the preset again to download it "
+            f"again, or put a copy of {official} by hand at {cache_path(preset)}."
+        )
+    return (
+        f"Replace that file in {MIRROR_VARIABLE} with a copy of the official {official}, then "
+        "load the preset again (its copy in the cache was deleted)."
+    )
 
 
 def save_to_preset(model, preset_dir, class_names=None):
@@ -257,8 +294,69 @@ def read_preset_folder(preset_dir):
         with storage.local_copy(model_file) as local:
             model = keras.saving.load_model(local, compile=False)
     except Exception as error:  # Keras raises ValueError, TypeError, OSError, zip errors
-        raise PresetError(
-            f"{model_file!r} cannot be loaded as a Keras model ({type(error).__name__}: "
-            f"{' '.join(str(error).split())[:200]}): write the preset again."
-        ) from None
+        raise PresetError(why_unloadable(model_file, error, EXPECTED_MODEL_FILE)) from None
     return model, metadata
+
+
+def why_unloadable(path, error, expected):
+    """One line on why Keras could not load the `.keras` file at `path` (`error`, raised by
+    `keras.saving.load_model`) and what to do; `expected` says what the file should be and
+    how it is written again.
+
+    Keras's own message is quoted in whole sentences only. A file of the legacy HDF5 format,
+    which Keras 3 reads only as `keras.saving.load_model(..., custom_objects=...)`, is named
+    as such with the way to save it as a `.keras`.
+    """
+    content = storage.read_bytes(path)  # only once Keras has failed: the file is suspect
+    if content.startswith(HDF5_SIGNATURE):
+        return (
+            f"{path!r} is a legacy HDF5 Keras file (.h5), which is not supported: save the model "
+            "as a .keras file, model.save('model.keras'); this one becomes one with "
+            f"keras.saving.load_model({path!r}, custom_objects="
+            "{'MlpMixer': keras_mixer.MlpMixer}).save('model.keras')."
+        )
+    damage = _zip_damage(content)
+    if damage:
+        return (
+            f"{path!r} is corrupt ({damage}, {len(content)} bytes): a .keras file is a zip "
+            f"archive, and this one is truncated or was never one. Expected {expected}."
+        )
+    message = " ".join(str(error).split())
+    if "safe_mode" in message:  # Keras refuses code (a Lambda's) unless safe_mode=False
+        return (
+            f"{path!r} holds Python code, which Keras's safe mode does not load as it could run "
+            f"anything (Keras: {_sentences(message, 0)}); an MlpMixer holds none, so this is "
+            f"not a Mixer's file. Expected {expected}."
+        )
+    if "Could not locate class" in message:
+        return (
+            f"Keras could not locate the model class in {path!r} ({_sentences(message, 160)}). "
+            "Run `import keras_mixer` before keras.models.load_model, so that Keras knows "
+            "MlpMixer; if it still fails, the file was saved by another version of "
+            "keras_mixer or holds another model."
+        )
+    return (
+        f"Could not load {path!r} as a Keras model ({type(error).__name__}: "
+        f"{_sentences(message, 300)}). Expected {expected}."
+    )
+
+
+def _sentences(message, limit):
+    """The whole sentences of `message` that fit in `limit` characters (at least one)."""
+    sentences = message.split(". ")
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 2 + len(sentence) > limit:
+            return kept if kept.endswith(".") else kept + "."
+        kept = f"{kept}. {sentence}"
+    return kept
+
+
+def _zip_damage(content):
+    """What is wrong with `content` as a zip archive, or None when it reads as one."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            bad_member = archive.testzip()
+    except (zipfile.BadZipFile, EOFError):
+        return "not a zip archive"
+    return None if bad_member is None else f"{bad_member} fails its checksum"

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_mixer
 from export import cli, evaluate, graph, inputs, modes
 from export import convert as convert_module
 from export.convert import AccuracyBudgetError, convert, to_tflite
@@ -548,6 +549,32 @@ def test_unknown_model_class_says_to_import_keras_mixer(run_dir, tmp_path):
                                          ".*MlpMixerRenamed.*`import keras_mixer` before "
                                          "keras.models.load_model"):
         inputs.load_model(str(tmp_path / "renamed.keras"))
+
+
+def test_legacy_h5_model_is_named_with_the_way_to_a_keras_file(tmp_path, capsys, monkeypatch):
+    model = MlpMixer(**TINY, num_classes=3, image_size=8, num_channels=1)
+    h5 = tmp_path / "model.h5"
+    model.save(h5)  # Keras 3 still writes the legacy format, with a warning
+    code = cli.convert_main([str(h5), "--out", str(tmp_path / "out"), *IN_PROCESS])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1, error
+    assert error.startswith(f"error: '{h5}' is a legacy HDF5 Keras file (.h5), which is not "
+                            "supported: save the model as a .keras file, "
+                            "model.save('model.keras');")
+    assert not (tmp_path / "out").exists()
+    # The one-liner the message gives for this file makes a .keras that export takes.
+    monkeypatch.chdir(tmp_path)
+    eval(re.search(r"keras\.saving\.load_model\(.*\)\.save\('model\.keras'\)", error)[0],
+         {"keras": keras, "keras_mixer": keras_mixer})
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype("float32")
+    np.testing.assert_array_equal(inputs.load_model(str(tmp_path / "model.keras"))(images),
+                                  model(images))
+    # predict, given the .h5 in a .tflite's place, says the same.
+    assert cli.predict_main([str(h5), str(tmp_path / "any.png"), *IN_PROCESS]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: '{h5}' is an HDF5 file (a legacy Keras .h5 model?), not a "
+                            ".tflite: save the model as a .keras (model.save('model.keras')) and "
+                            "convert that (python -m export.convert"), error
 
 
 def test_predict_says_in_one_line_what_is_wrong(exported, run_dir, digits_test, tmp_path,

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 
 import keras
 import numpy as np
@@ -119,7 +120,6 @@ def test_imagenet_1k_names_ship_in_tfds_order():
     assert list(ids) == (tfds / "datasets" / "imagenet2012" / "labels.txt").read_text().split()
     assert presets.class_names(presets.PRESETS["mixer_b16_imagenet1k"]) == list(names)
     assert presets.class_names(presets.PRESETS["mixer_b16_imagenet21k"]) is None
-    assert "not included" in presets.LABEL_SETS[presets.IMAGENET_21K]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,20 +224,83 @@ def test_a_mirror_entry_that_cannot_be_copied_is_named(offline):
     assert [files for _, _, files in os.walk(cache)] == [[], []]
 
 
+def damage_file(path, damage):
+    """Spoils the official-layout file at `path` as `damage` says: "truncated" (its second
+    half lost), "garbage" (not an archive at all) or "another head" (7 classes, the row's
+    shapes otherwise)."""
+    if damage == "another head":
+        np.savez(path, **random_official_params(
+            np.random.default_rng(2), **TINY, num_patches=4, num_classes=7))
+    elif damage == "truncated":
+        with open(path, "r+b") as file:
+            file.truncate(os.path.getsize(path) // 2)
+    else:
+        pathlib.Path(path).write_bytes(b"<html>Sign in to continue</html>")
+
+
+# What the message says of each damage, after the file's name.
+DAMAGE = {"truncated": "is corrupt", "garbage": r"is not an \.npz archive",
+          "another head": "is not preset 'tiny_imagenet1k': its shapes give .* and 7 classes"}
+
+
 @pytest.mark.parametrize("damage", ["truncated", "another head"])
 def test_a_bad_cached_file_is_deleted_and_fetched_again(offline, damage):
     cache, mirror = offline
-    _, params = write_official(mirror, "tiny_imagenet1k")
-    cached, _ = write_official(cache, "tiny_imagenet1k", num_classes=7)
-    if damage == "truncated":
-        write_official(cache, "tiny_imagenet1k")
-        with open(cached, "r+b") as file:
-            file.truncate(os.path.getsize(cached) // 2)
-    message = "was deleted from the cache" + (".*is corrupt" if damage == "truncated" else ".*7 classes")
-    with pytest.raises(CheckpointError, match=message):
+    mirror_file, params = write_official(mirror, "tiny_imagenet1k")
+    cached, _ = write_official(cache, "tiny_imagenet1k")
+    damage_file(cached, damage)
+    with pytest.raises(CheckpointError) as error:
         MlpMixer.from_preset("tiny_imagenet1k")
+    assert re.match(re.escape(f"Preset 'tiny_imagenet1k': {cached!r} ") + DAMAGE[damage],
+                    str(error.value))
+    assert str(error.value).endswith(
+        "It was deleted from the cache: load the preset again to fetch it again from "
+        f"{mirror_file}.")
     assert not os.path.exists(cached)
     assert_matches_reference(MlpMixer.from_preset("tiny_imagenet1k"), params, raw_images(2))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "another head"])
+def test_a_bad_file_in_the_mirror_is_named_with_the_official_file_to_put_there(offline, damage):
+    # Loading again copies the mirror's file again: the message names that file, not its
+    # deleted copy in the cache, and the official file that replaces it.
+    cache, mirror = offline
+    mirror_file, _ = write_official(mirror, "tiny_imagenet1k")
+    damage_file(mirror_file, damage)
+    for _ in range(2):
+        with pytest.raises(CheckpointError) as error:
+            MlpMixer.from_preset("tiny_imagenet1k")
+        message = str(error.value)
+        assert re.match(re.escape(f"Preset 'tiny_imagenet1k': {mirror_file!r} ") + DAMAGE[damage],
+                        message)
+        assert message.endswith(
+            f"Replace that file in {presets.MIRROR_VARIABLE} with a copy of the official "
+            "gs://mixer_models/imagenet1k/Mixer-T_4.npz "
+            "(http://127.0.0.1:9/mixer_models/imagenet1k/Mixer-T_4.npz), then load the preset "
+            "again (its copy in the cache was deleted).")
+        assert "\n" not in message and "Mixer-B_16" not in message and str(cache) not in message
+        assert [files for _, _, files in os.walk(cache)] == [[], []]
+    _, params = write_official(mirror, "tiny_imagenet1k")  # what the message says to do
+    assert_matches_reference(MlpMixer.from_preset("tiny_imagenet1k"), params, raw_images(2))
+
+
+def test_a_bad_download_is_deleted_with_the_official_file_named(offline, monkeypatch):
+    cache, _ = offline
+    monkeypatch.delenv(presets.MIRROR_VARIABLE)
+
+    def captive_portal(fname, origin, cache_dir, cache_subdir):  # a page instead of the file
+        pathlib.Path(cache_dir, cache_subdir, fname).write_bytes(b"<html>Sign in</html>")
+
+    monkeypatch.setattr(keras.utils, "get_file", captive_portal)
+    url = "http://127.0.0.1:9/mixer_models/imagenet1k/Mixer-T_4.npz"
+    with pytest.raises(CheckpointError) as error:
+        MlpMixer.from_preset("tiny_imagenet1k")
+    assert str(error.value) == (
+        f"Preset 'tiny_imagenet1k': {url!r} is not an .npz archive (a zip of .npy arrays). The "
+        "download was deleted from the cache: load the preset again to download it again, or "
+        f"put a copy of gs://mixer_models/imagenet1k/Mixer-T_4.npz ({url}) by hand at "
+        f"{cache / 'imagenet1k' / 'Mixer-T_4.npz'}.")
+    assert [files for _, _, files in os.walk(cache)] == [[], []]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +357,23 @@ def test_preset_folder_of_another_model_says_what_it_holds(tmp_path):
     (tmp_path / "metadata.json").write_text('{"class_names": null}')
     with pytest.raises(PresetError, match="holds a Sequential, not a keras_mixer.MlpMixer"):
         MlpMixer.from_preset(tmp_path)
+
+
+def test_preset_folder_holding_code_is_refused_in_one_whole_message(tmp_path):
+    inputs = keras.Input((2,))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: 2 * x)(inputs)).save(tmp_path / "model.keras")
+    (tmp_path / "metadata.json").write_text('{"class_names": null}')
+    with pytest.raises(ValueError) as refusal:  # Keras's safe mode, which from_preset keeps
+        keras.saving.load_model(tmp_path / "model.keras")
+    keras_first_sentence = " ".join(str(refusal.value).split()).split(". ")[0] + "."
+    with pytest.raises(PresetError) as error:
+        MlpMixer.from_preset(tmp_path)
+    assert str(error.value) == (
+        f"{str(tmp_path / 'model.keras')!r} holds Python code, which Keras's safe mode does not "
+        f"load as it could run anything (Keras: {keras_first_sentence}); an MlpMixer holds none, "
+        "so this is not a Mixer's file. Expected the model.keras of a keras_mixer.MlpMixer, as "
+        "model.save_to_preset(DIR) writes it; write the preset again.")
+    assert "`Lambda` layer" in keras_first_sentence
 
 
 def test_class_names_must_name_every_output(tmp_path):
