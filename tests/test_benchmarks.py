@@ -24,7 +24,10 @@ from benchmarks import (
     input_pipeline,
     op_profile,
     patch_scaling,
+    peers,
+    plots,
     report,
+    tables,
     tflite_latency,
     train_throughput,
 )
@@ -112,7 +115,7 @@ def test_peak_is_the_records_cpus():
     assert flops.peak("int16x8", ZEN4) is None
     # S/16's 3.78 G multiply-adds on one Zen 4 core's VNNI: a 22.7 ms floor at batch 1.
     litert = {"format": "int8", "forward_flops_per_image": 7_553_916_928, "machine": ZEN4}
-    unit, rate = report.limit_images_per_s(litert, cores=1)
+    unit, rate = plots.limit_images_per_s(litert, cores=1)
     assert (unit, round(1e3 / rate, 1)) == ("AVX-512 VNNI", 22.7)
 
 
@@ -368,7 +371,7 @@ def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tm
     for product in products:
         flop = 2 * rows * inner * columns
         assert product["gflops"] == pytest.approx(flop / product["step"]["median_s"] / 1e9)
-    assert report.backends_matmul_table(products).count("\n") == 3
+    assert tables.backends_matmul_table(products).count("\n") == 3
     measured = [(r["backend"], r["mode"], r["precision"], r["what"]) for r in records]
     expected = [
         (backend, mode, precision, what)
@@ -385,7 +388,7 @@ def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tm
         if record["what"] == "inference":
             rate = record["batch_size"] / record["step"]["median_s"]
             assert record["gflops"] == pytest.approx(rate * per_image / 1e9)
-    table = report.backends_table(records)
+    table = tables.backends_table(records)
     assert "| tiny | inference | float32 | 32 |" in table and table.count("x |") == 2
 
 
@@ -481,7 +484,7 @@ def table_row(table, start):
 
 def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
     timm_versions = {"torch": "2.13.0+cpu", "timm": "1.0.31"}
-    peers = [
+    timm_lines = [
         peer_line(1, 1.0, 5.0, what="training", precision="float32", batch_size=32, threads=2),
         peer_line(2, 1.2, 4.0, what="training", precision="float32", batch_size=32, threads=2),
         peer_line(1, 1.1, 50.0, what="inference", precision="dynamic_int8", batch_size=1,
@@ -490,7 +493,7 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
         peer_line(None, 0.5, 1.0, what="inference", precision="float32", batch_size=32,
                   threads=2),
     ]
-    for peer in peers:
+    for peer in timm_lines:
         peer["machine"].update(timm_versions)
     train = {"precision": "float32", "gelu_dtype": "fused", "batch_size": 32}
     trains = [
@@ -527,7 +530,7 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
         litert("int8", 2, 4.0),  # timm's figure is on 1 thread
     ]
     ours = {"train_throughput": by_round, "inference_throughput": [], "tflite_latency": tflites}
-    table = report.peer_table(peers, ours)
+    table = peers.peer_table(timm_lines, ours)
 
     training = table_row(table, "| S/16 | training | 32 | 2 |")
     assert training[4:6] == ["xla float32", "10.00 (9.00–11.00)"]
@@ -544,13 +547,13 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
     assert "torch 2.13.0+cpu, timm 1.0.31" in table
     # The plots draw the same rows: timm's dynamic int8 beside our dynamic_int8 of its round,
     # our formats float first.
-    groups = report.tflite_groups(tflites, peers)
+    groups = plots.tflite_groups(tflites, timm_lines)
     assert [(label, who, sorted(bars)) for label, who, _, bars in groups] == [
         ("fp16", "keras-mixer", [1]), ("dynamic_int8", "keras-mixer", [1]),
         ("timm\ndynamic_int8", "timm", [1]), ("int8", "keras-mixer", [1, 2]),
     ]
-    report.plot_peer(peers, ours, tmp_path / "peer.png")
-    report.plot_tflite(tflites, peers, tmp_path / "tflite.png")
+    plots.plot_peer(timm_lines, ours, tmp_path / "peer.png")
+    plots.plot_tflite(tflites, timm_lines, tmp_path / "tflite.png")
     for name in ("peer.png", "tflite.png"):
         assert 0 < os.path.getsize(tmp_path / name) < 300_000
 
