@@ -1,17 +1,8 @@
 """Loads the officially released MLP-Mixer checkpoints (.npz) into `MlpMixer`.
 
-The official files (google-research/vision_transformer, e.g. `imagenet21k/Mixer-B_16.npz`)
-are flat `.npz` archives whose keys are Flax parameter paths:
-
-    stem/kernel (p, p, 3, C)                stem/bias (C,)
-    MixerBlock_{i}/LayerNorm_{0,1}/{scale,bias}
-    MixerBlock_{i}/token_mixing/Dense_{0,1}/{kernel,bias}
-    MixerBlock_{i}/channel_mixing/Dense_{0,1}/{kernel,bias}
-    pre_head_layer_norm/{scale,bias}        head/{kernel,bias} (C, num_classes)
-
-Flax and Keras lay out Conv and Dense kernels the same way (HWIO, (in, out)), so loading
-is renaming: Keras 3 forbids "/" in layer names, and `official_to_keras` /
-`keras_to_official` are the one mapping between the two naming schemes.
+The arrays are read by `keras_mixer.npz`, named by `keras_mixer.official_layout` and adapted
+to another resolution by `keras_mixer.resolution`; here the architecture is read off their
+shapes, checked against the variant asked for, and the model built.
 
 Presets (keras_mixer/presets.py) name the released files and fetch them; `load_preset`
 (`MlpMixer.from_preset`) builds a model from a preset's name, or from a preset folder, whose
@@ -20,211 +11,15 @@ weights go through the same construction (`official_params`, then `mixer_from_pa
 
 import os
 import re
-import zipfile
-import zlib
 
 import numpy as np
 
 from keras_mixer import presets
 from keras_mixer.mlp_mixer import MlpMixer, image_size_2d, patch_grid
+from keras_mixer.npz import read_npz
+from keras_mixer.official_layout import CheckpointError, keras_to_official, official_params
+from keras_mixer.resolution import checkpoint_grid, expand_token_mixing, resolution_factors
 from keras_mixer.variants import ARCHITECTURE_KEYS, VARIANTS, get_variant
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as asked; the message says why and what to do.
-
-    `problem` is the why alone, for a caller that knows a better fix than `fix`: a preset
-    knows where its official file lies.
-    """
-
-    def __init__(self, problem, fix=None):
-        super().__init__(problem if fix is None else f"{problem} {fix}")
-        self.problem = problem
-
-
-_OFFICIAL_KEY = re.compile(
-    r"^(?:(stem|head)/(kernel|bias)"
-    r"|(pre_head_layer_norm)/(scale|bias)"
-    r"|MixerBlock_(\d+)/(?:LayerNorm_([01])/(scale|bias)|(token_mixing|channel_mixing)/Dense_([01])/(kernel|bias)))$"
-)
-_KERAS_LAYER = re.compile(
-    r"^(?:(stem|head|pre_head_layer_norm)"
-    r"|mixer_block_(\d+)_(layer_norm_[01]|token_mixing_dense_[01]|channel_mixing_dense_[01]))$"
-)
-# Keras keeps [kernel, bias] and [gamma, beta]; Flax names them kernel/bias and scale/bias.
-_WEIGHT_POSITION = {"kernel": 0, "scale": 0, "bias": 1}
-_FLAX_MODULE = {"layer_norm_0": "LayerNorm_0", "layer_norm_1": "LayerNorm_1"}
-
-
-def official_to_keras(key):
-    """Maps an official parameter path to `(keras_layer_name, weight_position)`.
-
-    Example:
-    >>> official_to_keras("MixerBlock_3/token_mixing/Dense_0/kernel")
-    ('mixer_block_3_token_mixing_dense_0', 0)
-    """
-    match = _OFFICIAL_KEY.match(key)
-    if not match:
-        raise CheckpointError(f"{key!r} is not a parameter path of the official MLP-Mixer.")
-    top, top_param, norm, norm_param, block, norm_index, norm_block_param, mixing, dense_index, dense_param = (
-        match.groups()
-    )
-    if top:
-        return top, _WEIGHT_POSITION[top_param]
-    if norm:
-        return norm, _WEIGHT_POSITION[norm_param]
-    if norm_index is not None:
-        return f"mixer_block_{block}_layer_norm_{norm_index}", _WEIGHT_POSITION[norm_block_param]
-    return f"mixer_block_{block}_{mixing}_dense_{dense_index}", _WEIGHT_POSITION[dense_param]
-
-
-def keras_to_official(layer_name, weight_position):
-    """Maps a Keras layer name and weight position to the official parameter path.
-
-    Example:
-    >>> keras_to_official("mixer_block_0_layer_norm_1", 0)
-    'MixerBlock_0/LayerNorm_1/scale'
-    """
-    match = _KERAS_LAYER.match(layer_name)
-    if not match or weight_position not in (0, 1):
-        raise CheckpointError(f"Layer {layer_name!r} weight {weight_position} has no official counterpart.")
-    top, block, module = match.groups()
-    is_norm = (top or module).startswith(("layer_norm", "pre_head_layer_norm"))
-    param = "bias" if weight_position == 1 else ("scale" if is_norm else "kernel")
-    if top:
-        return f"{top}/{param}"
-    if module in _FLAX_MODULE:
-        path = _FLAX_MODULE[module]
-    else:
-        mixing, dense_index = module.rsplit("_dense_", 1)
-        path = f"{mixing}/Dense_{dense_index}"
-    return f"MixerBlock_{block}/{path}/{param}"
-
-
-def read_npz(path, name=None):
-    """Reads an .npz checkpoint into a dict of float arrays, refusing anything that is not one.
-
-    Every array is checked here, before any weight is assigned: it must be a floating-point
-    .npy array (never a pickle, which could run code) whose values are all finite, and
-    every zip member must pass its CRC check. A damaged download is reported as damaged,
-    with the advice to download it again, rather than loading NaNs or leaking zipfile's
-    errors. Messages call the file `name` (default: `path`), e.g. the file `path` is a copy of.
-
-    Example:
-    >>> params = read_npz("imagenet21k_Mixer-B_16.npz")
-    >>> params["stem/kernel"].shape
-    (16, 16, 3, 768)
-    """
-    path = os.fspath(path)
-    name = path if name is None else name
-    if os.path.isdir(path):
-        raise CheckpointError(
-            f"{path!r} is a directory, not an .npz file. Pass the path of the checkpoint file "
-            "itself (e.g. .../imagenet21k/Mixer-B_16.npz)."
-        )
-    if not os.path.isfile(path):
-        raise CheckpointError(
-            f"Checkpoint file {path!r} does not exist. Download an official MLP-Mixer .npz "
-            "(e.g. gs://mixer_models/imagenet21k/Mixer-B_16.npz) and pass its local path."
-        )
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as file:
-            starts_like_zip = file.read(4) == b"PK\x03\x04"
-        if starts_like_zip:  # a zip whose directory, at the end of the file, is missing
-            raise CheckpointError(
-                f"{name!r} is corrupt: it starts like an .npz archive but its end is missing, "
-                "so the download is incomplete or damaged.", _DOWNLOAD_AGAIN
-            )
-        raise CheckpointError(
-            f"{name!r} is not an .npz archive (a zip of .npy arrays).",
-            "Pass an official MLP-Mixer .npz checkpoint, not a .keras, .h5, .msgpack or TF "
-            "checkpoint file.",
-        )
-    params = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
-                key = member.filename.removesuffix(".npy")
-                params[key] = _read_array(archive, member, key, name)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise CheckpointError(
-            f"{name!r} is corrupt ({_one_line(error)}): the download is damaged or incomplete.",
-            _DOWNLOAD_AGAIN,
-        ) from error
-    return params
-
-
-_DOWNLOAD_AGAIN = "Download it again (e.g. from gs://mixer_models/imagenet21k/Mixer-B_16.npz)."
-
-
-def _one_line(error):
-    """An exception as one line of text, for quoting inside a one-line message."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _read_array(archive, member, key, name):
-    """One member of an .npz: a finite float array, or a CheckpointError saying why not.
-
-    The .npy header is read first, so a pickle is never run and a non-float array is
-    refused without reading its data. zipfile checks a member's CRC only once the member
-    is read to its end, so every member is read to its end before any other verdict: a
-    flipped byte is reported as corruption, not as the dtype, shape or header it garbled.
-    """
-    with archive.open(member) as stream:
-        dtype = _npy_dtype(stream)
-        array = malformed = None
-        if dtype is not None and np.issubdtype(dtype, np.floating):
-            stream.seek(0)
-            try:
-                array = np.lib.format.read_array(stream, allow_pickle=False)
-            except ValueError as error:
-                malformed = error
-        while stream.read(1 << 20):  # raises BadZipFile if the CRC fails
-            pass
-    if dtype is None:
-        raise CheckpointError(
-            f"{name!r} holds {member.filename!r}, which is not a .npy array: it is not an .npz "
-            "checkpoint.",
-            "Pass an official MLP-Mixer .npz checkpoint, not a .keras or other zip.",
-        )
-    if dtype.hasobject:
-        raise CheckpointError(
-            f"{name!r}: array {key!r} holds pickled Python objects, which are not loaded "
-            "(allow_pickle=False, since unpickling can run arbitrary code).",
-            "Official checkpoints hold plain float arrays; re-save it with numeric arrays only.",
-        )
-    if not np.issubdtype(dtype, np.floating):
-        raise CheckpointError(
-            f"{name!r}: array {key!r} has dtype {dtype}, not floating point.",
-            "Official checkpoints hold float32 arrays; re-save it with float weights only.",
-        )
-    if malformed is not None:  # its CRC held: the file was written damaged
-        raise CheckpointError(
-            f"{name!r} is corrupt: array {key!r} cannot be read ({_one_line(malformed)}).",
-            _DOWNLOAD_AGAIN,
-        ) from malformed
-    non_finite = array.size - np.count_nonzero(np.isfinite(array))
-    if non_finite:
-        raise CheckpointError(
-            f"{name!r}: array {key!r} has {non_finite} non-finite values (NaN or inf) of "
-            f"{array.size}: the file is damaged, as official checkpoints hold finite weights.",
-            _DOWNLOAD_AGAIN,
-        )
-    return array
-
-
-def _npy_dtype(stream):
-    """The dtype in a .npy header, or None where the stream does not hold a valid one."""
-    try:
-        version = np.lib.format.read_magic(stream)
-        # Format 3.0 differs from 2.0 only in its utf-8 encoding, which matters only for the
-        # field names of structured dtypes: read as 2.0, a float header reads the same and a
-        # structured one still shows a non-float dtype.
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(stream)[2]
-        return np.lib.format.read_array_header_2_0(stream)[2]
-    except (ValueError, TypeError):  # a wrong magic string or a malformed header
-        return None
 
 
 def _required(params, key, path):
@@ -277,60 +72,6 @@ def _match_variant(hyperparameters, path):
         f"{', '.join(VARIANTS)}. If it is a custom Mixer, pass those hyperparameters as "
         "variant=dict(...)."
     )
-
-
-def _checkpoint_grid(num_patches, patch_size, path):
-    side = int(round(num_patches ** 0.5))
-    if side * side != num_patches:
-        raise CheckpointError(
-            f"{path!r} was trained on {num_patches} patches, which is not a square grid; pass "
-            "the image_size (height, width) it was trained at."
-        )
-    return side, side
-
-
-def _resolution_factors(checkpoint_grid, target_grid, patch_size):
-    factors = tuple(t // c for t, c in zip(target_grid, checkpoint_grid))
-    if any(t % c for t, c in zip(target_grid, checkpoint_grid)):
-        checkpoint_size = tuple(g * patch_size for g in checkpoint_grid)
-        raise CheckpointError(
-            f"Cannot adapt a checkpoint trained at {checkpoint_size} to image_size "
-            f"{tuple(g * patch_size for g in target_grid)}: the token-mixing MLP is adapted by "
-            "the paper's block-diagonal construction, which needs each side to be a whole "
-            f"multiple of {checkpoint_size} (e.g. {tuple(2 * s for s in checkpoint_size)})."
-        )
-    return factors
-
-
-def expand_token_mixing(kernel_0, bias_0, kernel_1, bias_1, checkpoint_grid, factors):
-    """Adapts token-mixing weights to a K-times finer patch grid (paper, Appendix C).
-
-    At a higher resolution the sequence has K^2 S patches instead of S. As in the paper,
-    the token-mixing MLP becomes block-diagonal: the patches are split into K^2 chunks of
-    S patches, and each chunk goes through a copy of the pre-trained MLP. We choose the
-    chunks as strided patch grids (chunk (a, b) holds patches (K i + a, K j + b)), so
-    every chunk covers the whole image on the checkpoint's grid; an image whose patches
-    are each repeated K x K times then gives exactly the checkpoint's logits. The block
-    structure is folded into two plain Dense kernels, so the result is an ordinary Mixer
-    with `tokens_mlp_dim` multiplied by K^2.
-
-    Returns the four adapted arrays.
-    """
-    rows0, columns0 = checkpoint_grid
-    row_factor, column_factor = factors
-    rows, columns = rows0 * row_factor, columns0 * column_factor
-    tokens_mlp_dim = kernel_0.shape[1]
-    num_chunks = row_factor * column_factor
-    row, column = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
-    chunk = ((row % row_factor) * column_factor + column % column_factor).reshape(-1)
-    local = ((row // row_factor) * columns0 + column // column_factor).reshape(-1)
-    new_kernel_0 = np.zeros((rows * columns, num_chunks * tokens_mlp_dim), kernel_0.dtype)
-    new_kernel_1 = np.zeros((num_chunks * tokens_mlp_dim, rows * columns), kernel_1.dtype)
-    for token in range(rows * columns):
-        hidden = slice(chunk[token] * tokens_mlp_dim, (chunk[token] + 1) * tokens_mlp_dim)
-        new_kernel_0[token, hidden] = kernel_0[local[token]]
-        new_kernel_1[hidden, token] = kernel_1[:, local[token]]
-    return new_kernel_0, np.tile(bias_0, num_chunks), new_kernel_1, bias_1[local]
 
 
 def load_official_checkpoint(path, variant=None, num_classes=None, image_size=None, include_top=True):
@@ -438,12 +179,12 @@ def mixer_from_params(
         hyperparameters = expected
     patch_size = hyperparameters["patch_size"]
     if trained_image_size is None:
-        checkpoint_grid = _checkpoint_grid(num_patches, patch_size, path)
+        trained_grid = checkpoint_grid(num_patches, patch_size, path)
     else:
-        checkpoint_grid = patch_grid(trained_image_size, patch_size)
+        trained_grid = patch_grid(trained_image_size, patch_size)
     if image_size is None:
-        image_size = tuple(g * patch_size for g in checkpoint_grid)
-    factors = _resolution_factors(checkpoint_grid, patch_grid(image_size, patch_size), patch_size)
+        image_size = tuple(g * patch_size for g in trained_grid)
+    factors = resolution_factors(trained_grid, patch_grid(image_size, patch_size), patch_size)
 
     if include_top and num_classes is None:
         if checkpoint_classes is None:
@@ -487,7 +228,7 @@ def mixer_from_params(
     if factors != (1, 1):
         for name in [name for name in new_weights if name.endswith("token_mixing_dense_0")]:
             second = name[: -len("0")] + "1"
-            k0, b0, k1, b1 = expand_token_mixing(*new_weights[name], *new_weights[second], checkpoint_grid, factors)
+            k0, b0, k1, b1 = expand_token_mixing(*new_weights[name], *new_weights[second], trained_grid, factors)
             new_weights[name], new_weights[second] = [k0, b0], [k1, b1]
     for name, weights in new_weights.items():
         model.get_layer(name).set_weights([np.asarray(w, dtype="float32") for w in weights])
@@ -559,12 +300,3 @@ def _load_preset_folder(preset_dir, num_classes, image_size, include_top):
         trained_image_size=saved.image_size, **config,
     )
     return model, names
-
-
-def official_params(model):
-    """A Keras MlpMixer's weights as official-layout arrays (the inverse of loading)."""
-    return {
-        keras_to_official(layer.name, position): np.asarray(weight)
-        for layer in model.layers
-        for position, weight in enumerate(layer.get_weights())
-    }

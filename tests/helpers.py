@@ -14,6 +14,8 @@ import pytest
 # The tiny Mixer (not a paper variant: 4x4 patches, 2 blocks) that the benchmarks' --quick
 # runs build too: one definition.
 from benchmarks.common import TINY  # noqa: F401 (re-exported to the test modules)
+# A Keras Mixer's weights under the official checkpoint keys, for tests/reference.py.
+from keras_mixer.official_layout import official_params  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = os.path.join(REPO, "tests", "programs")
@@ -92,17 +94,6 @@ def randomize(model, seed=1):
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
     return model
-
-
-def official_params(model):
-    """A Keras Mixer's weights under the official checkpoint keys, for tests/reference.py."""
-    from keras_mixer.checkpoint import keras_to_official
-
-    return {
-        keras_to_official(layer.name, i): np.asarray(w)
-        for layer in model.layers
-        for i, w in enumerate(layer.get_weights())
-    }
 
 
 def write_checkpoint(directory, params, name="ckpt.npz"):

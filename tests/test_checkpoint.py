@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_mixer import VARIANTS, load_official_checkpoint
-from keras_mixer.checkpoint import CheckpointError, keras_to_official, official_to_keras
+from keras_mixer.official_layout import CheckpointError, keras_to_official, official_to_keras
 from reference import mixer_forward, random_official_params
 
 from helpers import TINY, assert_close_to_reference, random_images, write_checkpoint
