@@ -245,3 +245,26 @@ def train_on_two_processes(data_dir, tmp_path, envs):
         assert (chief / name).exists(), name
     assert not (tmp_path / "run1").exists() or not any((tmp_path / "run1").rglob("*.*"))
     return first
+
+
+def litert_logits(path, images):
+    """Float logits of a `.tflite` file on float pixels, one image at a time, written here from
+    LiteRT's own interpreter and the TFLite quantization rule (real = scale * (q - zero_point)),
+    apart from export/evaluate.py, so that a test can hold export's figures to it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (source,), (sink,) = interpreter.get_input_details(), interpreter.get_output_details()
+    logits = []
+    for image in np.asarray(images, np.float32):
+        scale, zero_point = source["quantization"]
+        if np.issubdtype(source["dtype"], np.integer):
+            limits = np.iinfo(source["dtype"])
+            image = np.clip(np.round(image / scale + zero_point), limits.min, limits.max)
+        interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
+        interpreter.invoke()
+        output = interpreter.get_tensor(sink["index"])[0].astype(np.float64)
+        scale, zero_point = sink["quantization"]
+        logits.append(scale * (output - zero_point) if scale else output)
+    return np.stack(logits)
