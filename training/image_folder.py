@@ -14,9 +14,9 @@ Decisions:
   class of its own, nor a training class spelt in another case (two classes to a
   case-sensitive file system, one to a person).
 - Every image is decoded once, at index time, with the decoder training uses
-  (`tf.io.decode_image(..., expand_animations=False)`, as `training.data` does). Only that
-  decoder can say a file will decode mid-epoch: PIL's `Image.verify()` passes a JPEG cut in
-  half that TensorFlow then rejects (`jpeg::Uncompress failed`), ending the run. Files it
+  (`training.images.decode`, the one decoder of every path). Only that decoder can say a
+  file will decode mid-epoch: PIL's `Image.verify()` passes a JPEG cut in half that
+  TensorFlow then rejects (`jpeg::Uncompress failed`), ending the run. Files it
   rejects are skipped before training and reported once (one warning per split, and
   `skipped_files`). The decode runs in parallel through tf.data; it costs one decode per
   image at the start of each run (process), which is cheap for small files and the price of
@@ -30,18 +30,20 @@ Decisions:
 import dataclasses
 import logging
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
+from training import images
 from training.errors import DataError
+from training.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # How many class names an error message lists before it says how many there are in all.
 LISTED_CLASSES = 10
+# The index checks that a file decodes; how its channels then convert cannot fail.
+CHECKED_CHANNELS = 3
 
 
 def is_image_folder(dataset):
@@ -200,12 +202,12 @@ def _undecodable(paths):
     """The indices of `paths` that TensorFlow cannot read and decode, in increasing order."""
 
     def decode(index, path):
-        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        image = images.decode(tf.io.read_file(path), CHECKED_CHANNELS)
         # The shape keeps the decode in the graph: tf.data prunes an op whose result is unused.
         return index, tf.shape(image)
 
     decoded = np.zeros(len(paths), bool)
-    images = (
+    survivors = (
         tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
         # Any order will do: survivors are marked by index, so let tf.data decode out of order.
         .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
@@ -213,7 +215,7 @@ def _undecodable(paths):
         .map(lambda index, shape: index)
         .batch(4096)
     )
-    for indices in images.as_numpy_iterator():
+    for indices in survivors.as_numpy_iterator():
         decoded[indices] = True
     return np.flatnonzero(~decoded)
 
@@ -221,8 +223,7 @@ def _undecodable(paths):
 def _decode_error(path):
     """TensorFlow's own words for why `path` does not decode (the tf.data pass drops them)."""
     try:
-        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        images.decode(tf.io.read_file(path), CHECKED_CHANNELS)
     except tf.errors.OpError as error:
-        message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message).strip()
-        return f"{type(error).__name__}: {message}"
+        return images.decode_error(error)
     return "it decoded on a second try: the file changed while the folder was indexed"
