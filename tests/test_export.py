@@ -416,6 +416,8 @@ def _write_every_kind(folder):
         ("LA.png", Image.fromarray(values[..., :2], "LA"), values[..., 0], True),
         ("P.png", paletted, palette[np.asarray(paletted)], False),
         ("P.gif", paletted, palette[np.asarray(paletted)], False),
+        ("P.bmp", paletted, palette[np.asarray(paletted)], False),
+        ("L.bmp", Image.fromarray(values[..., 0]), values[..., 0], True),
         ("RGB.png", Image.fromarray(rgb), rgb, False),
         ("RGB.webp", Image.fromarray(rgb), rgb, False),
         ("RGB.bmp", Image.fromarray(rgb), rgb, False),

@@ -6,8 +6,10 @@ and `python -m export.predict`, so that no path reads a file differently from an
 
 Decisions:
 - Formats: those TensorFlow decodes, `IMAGE_EXTENSIONS` (JPEG, PNG, GIF, BMP, WebP); an
-  animated GIF or PNG gives its first frame. TensorFlow's decoders run in the tf.data graph
-  (and on any worker); Pillow reads more formats but would need a Python call per image.
+  animated GIF or PNG gives its first frame; an 8-bit (palette) BMP gives its colours, which
+  TensorFlow's BMP decoder leaves out (`_decode_8_bit`). TensorFlow's decoders run in the
+  tf.data graph (and on any worker); Pillow reads more formats but would need a Python call
+  per image.
 - Values: float32 on the 8-bit scale 0..255. An 8-bit file gives its stored values exactly; a
   16-bit PNG (gray or RGB) gives v * 255 / 65535 for a stored v (= v / 257, unrounded), not
   TensorFlow's default 8-bit reading (the high byte, v // 256: 0.5 lower on average).
@@ -32,6 +34,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # 65535 = 255 * 257: a 16-bit value v is v / 257 on the 8-bit scale, and libpng stores an
 # 8-bit value x read as 16 bits as 257 x, so x / 257 is x again, exactly.
 SIXTEEN_BIT_PER_EIGHT_BIT = 257.0
+BMP_SIGNATURE = b"BM"
+# A BMP's file header (14 bytes) and BITMAPINFOHEADER (40), which every current writer uses.
+BMP_HEADERS_BYTES = 54
 
 
 def decode(encoded, num_channels):
@@ -51,7 +56,7 @@ def decode(encoded, num_channels):
         # come back exactly.
         lambda: tf.cast(tf.io.decode_png(encoded, dtype=tf.uint16), tf.float32)
         / SIXTEEN_BIT_PER_EIGHT_BIT,
-        lambda: tf.cast(tf.io.decode_image(encoded, expand_animations=False), tf.float32),
+        lambda: tf.cast(_decode_8_bit(encoded), tf.float32),
     )
     is_gray = tf.shape(image)[-1] <= 2  # gray, or gray with alpha
     if num_channels == 1:
@@ -64,6 +69,40 @@ def decode(encoded, num_channels):
         )
     image.set_shape([None, None, num_channels])
     return image
+
+
+def _decode_8_bit(encoded):
+    """JPEG, GIF, BMP or WebP as uint8 (height, width, channels), palette BMPs in their colours.
+
+    TensorFlow's BMP decoder (tf.io.decode_bmp, TF 2.21) ignores an 8-bit BMP's colour table
+    and returns the palette indices as one gray channel: a Windows Paint 256-colour image
+    reaches the model as index noise, while Pillow, viewers and phones show its colours. The
+    colours are looked up here. An 8-bit BMP always has a colour table, and only an 8-bit BMP
+    decodes to one channel, so a TensorFlow that applies the table itself (three channels)
+    skips this.
+    """
+    image = tf.io.decode_image(encoded, expand_animations=False)
+    is_bmp = tf.strings.substr(encoded, 0, len(BMP_SIGNATURE)) == BMP_SIGNATURE
+    return tf.cond(
+        is_bmp & (tf.shape(image)[-1] == 1), lambda: _bmp_colors(encoded, image), lambda: image
+    )
+
+
+def _bmp_colors(encoded, indices):
+    """The colours of an 8-bit BMP's palette `indices`: gray (one channel) for a gray table."""
+    header = tf.io.decode_raw(tf.strings.substr(encoded, 0, BMP_HEADERS_BYTES), tf.uint8)
+
+    def little_endian(offset, size):
+        return sum(tf.cast(header[offset + i], tf.int32) * 256**i for i in range(size))
+
+    table_start = 14 + little_endian(14, 4)  # after the file header and the info header
+    count = little_endian(46, 4)  # colours used; 0 means all 256
+    count = tf.where(count == 0, 256, count)
+    table = tf.io.decode_raw(tf.strings.substr(encoded, table_start, 4 * count), tf.uint8)
+    rgb = tf.reverse(tf.reshape(table, [-1, 4])[:, :3], axis=[1])  # stored B, G, R, 0
+    is_gray = tf.reduce_all(rgb == rgb[:, :1])
+    colors = tf.cond(is_gray, lambda: rgb[:, :1], lambda: rgb)
+    return tf.gather(colors, tf.cast(indices[..., 0], tf.int32))
 
 
 def decode_error(error):
