@@ -3,7 +3,8 @@
     python -m export.predict exports/digits/int8.tflite digit.png [more.png ...] [--top 3]
 
 The app-side steps, in order (the README shows them in Kotlin and Swift):
-1. Decode the image, convert it to the model's channels (grayscale or RGB).
+1. Decode the image as training did (training/images.py: stored pixels, EXIF orientation not
+   applied, alpha dropped, 16-bit values scaled to 0..255), in the model's channels (gray or RGB).
 2. Resize to the input tensor's height and width (bilinear, antialiased, as training's
    evaluation pipeline does).
 3. Feed raw pixels 0..255, NHWC, batch 1: as float32 for float models; for integer models
@@ -28,8 +29,10 @@ if __name__ == "__main__":  # the command line sets up logging before LiteRT is 
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from export import evaluate
+from training import augment, images
 
 EXPECTED_MODEL = "a .tflite file written by export.convert (e.g. exports/digits/int8.tflite)"
 CONVERT = "python -m export.convert SOURCE --out DIR"
@@ -56,22 +59,20 @@ def load_labels(model_path, labels=None):
 
 
 def load_image(path, height, width, channels):
-    """An image file as float32 pixels (height, width, channels) in [0, 255]."""
-    from PIL import Image
-
+    """An image file as float32 pixels (height, width, channels) in [0, 255], exactly as the
+    training run's evaluation read it (`training.augment.evaluation_image`, resized whole:
+    training.images states how each kind of file is read)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No image at {path!r}.")
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            image = image.resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(image, np.float32)
-    except OSError as error:  # PIL.UnidentifiedImageError, truncated files
+        pixels = augment.evaluation_image(tf.io.read_file(path), (height, width), channels)
+    except tf.errors.InvalidArgumentError as error:  # not an image, truncated, another format
         raise ValueError(
-            f"{path!r} is not an image Pillow can read ({' '.join(str(error).split())}): "
-            "expected an image file such as PNG, JPEG, BMP or GIF."
+            f"{path!r} is not an image TensorFlow can decode ({images.decode_error(error)}): "
+            "expected a "
+            f"{', '.join(images.IMAGE_EXTENSIONS)} file."
         ) from None
-    return pixels.reshape(height, width, channels)
+    return pixels.numpy()
 
 
 def load_model(path):
@@ -104,7 +105,7 @@ def predict(model_path, image_paths, *, labels=None, top=5):
 
     Args:
         model_path: str. A `.tflite` file written by export.convert.
-        image_paths: list of str. Image files (any format Pillow reads).
+        image_paths: list of str. Image files (`training.images.IMAGE_EXTENSIONS`).
         labels: str or None. A labels file; defaults to `labels.txt` beside the model.
         top: int. How many classes to return per image.
 

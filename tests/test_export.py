@@ -399,6 +399,93 @@ def test_labels_come_from_the_run_class_list(run_dir, digits_test, tmp_path):
         convert(str(run), str(tmp_path / "out9"), ["fp32"], eval_samples=50)
 
 
+# Every kind of file Pillow and TensorFlow both read, as (file name, writer, what it holds):
+# its pixels as NumPy computes them from the values written (training/images.py's convention:
+# stored pixels, alpha dropped, 16-bit v as v * 255 / 65535), and whether the file is gray.
+# Lossless except the JPEGs: uniform 8x8 blocks, quality 100, decoded within 2 levels.
+HEIGHT, WIDTH = 8, 16
+EXIF_ROTATE_90 = 6  # EXIF Orientation "rotate 90 clockwise to view"
+
+
+def _write_every_kind(folder):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shape = (HEIGHT, WIDTH)
+    values = rng.integers(0, 256, (*shape, 4), np.uint8)
+    sixteen = rng.integers(0, 65536, (*shape, 3), np.uint16)
+    bits = rng.integers(0, 2, shape).astype(bool)
+    palette = rng.integers(0, 256, (4, 3), np.uint8)
+    paletted = Image.fromarray(rng.integers(0, 4, shape, np.uint8), "P")
+    paletted.putpalette(palette.reshape(-1).tolist())
+    blocks = np.repeat(np.array([[40, 210]], np.uint8), 8, axis=1).repeat(HEIGHT, axis=0)
+
+    def exif_rotated(path):
+        exif = Image.Exif()
+        exif[0x0112] = EXIF_ROTATE_90
+        Image.fromarray(blocks).convert("RGB").save(path, quality=100, exif=exif)
+        with Image.open(path) as image:  # the tag a viewer turns the photo upright by
+            assert image.getexif()[0x0112] == EXIF_ROTATE_90
+
+    rgb = values[..., :3]
+    kinds = [  # (file, a Pillow image or a writer, its pixels, gray)
+        ("1.png", Image.fromarray(bits), 255.0 * bits, True),
+        ("L.png", Image.fromarray(values[..., 0]), values[..., 0], True),
+        ("LA.png", Image.fromarray(values[..., :2], "LA"), values[..., 0], True),
+        ("P.png", paletted, palette[np.asarray(paletted)], False),
+        ("P.gif", paletted, palette[np.asarray(paletted)], False),
+        ("P.bmp", paletted, palette[np.asarray(paletted)], False),
+        ("L.bmp", Image.fromarray(values[..., 0]), values[..., 0], True),
+        ("RGB.png", Image.fromarray(rgb), rgb, False),
+        ("RGB.webp", Image.fromarray(rgb), rgb, False),
+        ("RGB.bmp", Image.fromarray(rgb), rgb, False),
+        ("RGBA.png", Image.fromarray(values, "RGBA"), rgb, False),
+        ("CMYK.jpg", Image.new("CMYK", shape[::-1], (30, 200, 90, 0)),
+         np.full((*shape, 3), [225, 55, 165]), False),
+        ("I16.png", Image.fromarray(sixteen[..., 0]), sixteen[..., 0] / 65535 * 255, True),
+        ("RGB16.png", lambda path: tf.io.write_file(path, tf.io.encode_png(sixteen)),
+         sixteen / 65535 * 255, False),
+        ("exif.jpg", exif_rotated, blocks, True),
+    ]
+    expected = {}
+    for name, image, pixels, gray in kinds:
+        class_dir = folder / name.replace(".", "_")
+        class_dir.mkdir(parents=True)
+        path = str(class_dir / name)
+        if callable(image):
+            image(path)
+        else:  # each format takes its own option and ignores the other
+            image.save(path, quality=100, lossless=True)
+        pixels = np.asarray(pixels, np.float64)
+        expected[path] = (pixels[..., None] if gray else pixels), name
+    return expected
+
+
+@pytest.mark.parametrize("num_channels", [1, 3])
+def test_predict_reads_every_kind_of_image_file_as_training_does(tmp_path, num_channels):
+    # Before: predict decoded with Pillow, training with TensorFlow: a 16-bit gray PNG reached
+    # the model as pure white (255) in predict and as its high byte in training.
+    from export import predict
+    from training import data, recipes
+
+    expected = _write_every_kind(tmp_path / "train")
+    config = recipes.get_recipe("digits", dataset=str(tmp_path), image_size=[HEIGHT, WIDTH],
+                                num_channels=num_channels)
+    source = data.open_source(config)
+    paths = source.folder.split("train").paths
+    assert sorted(paths) == sorted(expected) and source.skipped_files == []
+    pipeline = data.make_dataset(config, "train", training=False, source=source, batch_size=1)
+    for path, (pixels, _) in zip(paths, pipeline):
+        want, name = expected[path]
+        if want.shape[-1] != num_channels:  # NumPy's own gray <-> RGB, ITU-R 601 weights
+            want = (np.repeat(want, 3, -1) if num_channels == 3
+                    else want @ np.array([[0.2989], [0.5870], [0.1140]]))
+        atol = 2.0 if name.endswith(".jpg") else 1e-3
+        np.testing.assert_array_equal(
+            predict.load_image(path, HEIGHT, WIDTH, num_channels), pixels[0], err_msg=name)
+        np.testing.assert_allclose(pixels[0], want, atol=atol, err_msg=name)
+
+
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
     code = cli.convert_main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
@@ -602,7 +689,7 @@ def test_predict_says_in_one_line_what_is_wrong(exported, run_dir, digits_test, 
     (tmp_path / "empty.tflite").write_bytes(b"")
     (tmp_path / "truncated.tflite").write_bytes(model.read_bytes()[:model.stat().st_size // 2])
     cases = [
-        (model, tmp_path / "notes.png", "notes.png", "is not an image Pillow can read"),
+        (model, tmp_path / "notes.png", "notes.png", "is not an image TensorFlow can decode"),
         (tmp_path / "empty.tflite", image, "empty.tflite", r"is empty \(0 bytes\): expected a "),
         (tmp_path / "truncated.tflite", image, "truncated.tflite",
          r"is not a LiteRT model .*truncated.*: expected a \.tflite file"),

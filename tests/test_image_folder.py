@@ -169,3 +169,85 @@ def test_the_folder_is_indexed_once(tmp_path):
     split = folder.split("train")
     shutil.rmtree(tmp_path / "train")
     assert folder.split("train") is split and folder.class_names == ["a", "b"]
+
+
+def test_images_at_any_depth_and_webp_are_read_and_the_rest_reported(tmp_path, caplog):
+    # Before: train/a/2024/x.png and every .webp were ignored silently, and so were files
+    # beside the class folders, other files and broken links.
+    write_image_folder(tmp_path, {"train": {"a": 1, "b": 1}})
+    nested = tmp_path / "train" / "a" / "2024" / "summer"
+    nested.mkdir(parents=True)
+    shutil.copy(tmp_path / "train" / "a" / "0.png", nested / "x.png")
+    Image.open(tmp_path / "train" / "b" / "0.png").save(tmp_path / "train" / "b" / "y.WEBP",
+                                                       lossless=True)
+    left_out = {
+        tmp_path / "train" / "a" / "2024" / "notes.txt": ".txt file",
+        tmp_path / "train" / "b" / "scan.tif": ".tif file",
+        tmp_path / "train" / "README": "outside a class folder",
+        tmp_path / "train" / "a" / "LICENSE": "file without extension",
+        tmp_path / "train" / "b" / "gone.jpg": "broken link",
+    }
+    for path in list(left_out)[:-1]:
+        path.write_text("not read")
+    os.symlink("deleted.jpg", tmp_path / "train" / "b" / "gone.jpg")
+    folder = ImageFolder(tmp_path, "train")
+    with caplog.at_level(logging.WARNING, logger="training.image_folder"):
+        split = folder.split("train")
+    assert set(split.paths) == {
+        str(tmp_path / "train" / name) for name in ("a/0.png", "a/2024/summer/x.png",
+                                                    "b/0.png", "b/y.WEBP")}
+    check_labels(split)
+    assert sorted(folder.left_out_files) == sorted(
+        f"{path} ({why})" for path, why in left_out.items())
+    (warning,) = [record.getMessage() for record in caplog.records
+                  if record.name == "training.image_folder"]
+    assert warning.startswith(f"Left out 5 file(s) of {tmp_path / 'train'} ")
+    assert all(str(path) in warning for path in left_out)
+
+
+def test_a_linked_class_folder_is_an_error_naming_both_paths(tmp_path):
+    # Before: train/d -> b became a fourth class, b's images counted twice under two labels.
+    write_image_folder(tmp_path, {"train": {"a": 2, "b": 2, "c": 2}})
+    os.symlink("b", tmp_path / "train" / "d")
+    with pytest.raises(DataError, match="are one file") as error:
+        ImageFolder(tmp_path, "train").split("train")
+    message = str(error.value)
+    assert str(tmp_path / "train" / "d" / "0.png") in message
+    assert str(tmp_path / "train" / "b" / "0.png") in message
+    assert f"the symbolic link {tmp_path / 'train' / 'd'} " in message and "\n" not in message
+
+
+def test_a_test_folder_linking_to_training_images_is_an_error(tmp_path):
+    # Before: test/a -> ../train/a scored the model on the images it was trained on.
+    write_image_folder(tmp_path, {"train": {"a": 2, "b": 2}, "test": {"b": 1}})
+    os.symlink(os.path.join("..", "train", "a"), tmp_path / "test" / "a")
+    folder = ImageFolder(tmp_path, "train")
+    folder.split("train")
+    with pytest.raises(DataError, match="are one file") as error:
+        folder.split("test")
+    assert str(tmp_path / "test" / "a" / "0.png") in str(error.value)
+    assert str(tmp_path / "train" / "a" / "0.png") in str(error.value)
+    # A link to images kept elsewhere is fine: one path to each file.
+    other = tmp_path / "elsewhere"
+    write_image_folder(other, {"photos": {"a": 2}})
+    os.remove(tmp_path / "test" / "a")
+    os.symlink(other / "photos" / "a", tmp_path / "test" / "a")
+    folder = ImageFolder(tmp_path, "train")
+    folder.split("train")
+    check_labels(folder.split("test"))
+
+
+@pytest.mark.parametrize("link, target", [
+    ("train/e", "e"),  # a link to itself, beside the class folders
+    ("train/a/loop.jpg", "loop.jpg"),  # ... among the images
+    ("train/a/sub/up", ".."),  # a link to a folder above it
+])
+def test_a_symlink_loop_is_a_one_line_data_error(tmp_path, link, target):
+    # Before: an OSError traceback (Too many levels of symbolic links) for train/e -> e; a
+    # file linking to itself or a folder linking upwards was skipped silently.
+    write_image_folder(tmp_path, {"train": {"a": 2, "b": 2}})
+    (tmp_path / link).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, tmp_path / link)
+    with pytest.raises(DataError, match="is a symbolic link loop") as error:
+        ImageFolder(tmp_path, "train").split("train")
+    assert str(tmp_path / link) in str(error.value) and "\n" not in str(error.value)

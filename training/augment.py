@@ -7,6 +7,7 @@ stateful generators.
 
 import tensorflow as tf
 
+from training import images
 from training.config import RANDAUGMENT_MAX_MAGNITUDE, uses_dense_labels
 
 # ImageNet-style evaluation: resize so the crop is 87.5% of the shorter side (224 / 256).
@@ -16,23 +17,6 @@ CENTER_CROP_FRACTION = 0.875
 def image_size(config):
     size = config["image_size"]
     return (size, size) if isinstance(size, int) else tuple(size)
-
-
-def _decode(encoded, num_channels):
-    """Any image file as `num_channels` channels: gray (1), gray with alpha (2), RGB (3) or
-    RGBA (4) in; alpha dropped, gray tiled to RGB or RGB reduced to gray as the model needs."""
-    image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
-    is_gray = tf.shape(image)[-1] <= 2
-    if num_channels == 1:
-        image = tf.cond(
-            is_gray, lambda: image[..., :1], lambda: tf.image.rgb_to_grayscale(image[..., :3])
-        )
-    else:
-        image = tf.cond(
-            is_gray, lambda: tf.image.grayscale_to_rgb(image[..., :1]), lambda: image[..., :3]
-        )
-    image.set_shape([None, None, num_channels])
-    return image
 
 
 def _inception_crop(image, seed):
@@ -58,26 +42,52 @@ def _center_crop(image, height, width):
 
 
 def preprocess(image, seed, config, training, randaugment=None):
+    """An image (encoded bytes, or pixels) as training (`training=True`) or evaluation feeds it."""
     height, width = image_size(config)
-    image = _decode(image, config["num_channels"]) if image.dtype == tf.string else image
-    image = tf.cast(image, tf.float32)
-    if training and config["train_crop"] == "inception_crop":
+    if not training:
+        return evaluation_image(image, (height, width), config["num_channels"], config["eval_crop"])
+    image = _pixels(image, config["num_channels"])
+    if config["train_crop"] == "inception_crop":
         image = _inception_crop(image, seed)
-    if not training and config["eval_crop"] == "center_crop":
-        image = _center_crop(image, height, width)
-    else:
-        image = tf.image.resize(image, (height, width), antialias=True)
-    shift = config["random_shift"] if training else 0
+    image = tf.image.resize(image, (height, width), antialias=True)
+    shift = config["random_shift"]
     if shift:
         # Translate by up to `shift` pixels (zero padding, then a seeded crop).
         padded = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]])
         image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed + 2)
-    if training and config["random_flip"]:
+    if config["random_flip"]:
         image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
     image.set_shape([height, width, config["num_channels"]])
     if randaugment is not None:
         image = randaugment(image, seed)
     return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def evaluation_image(image, size, num_channels, crop="resize"):
+    """An image as evaluation, export's calibration and `export.predict` feed it to the model.
+
+    Returns float32 (height, width, num_channels) in [0, 255].
+
+    Args:
+        image: scalar tf.string (a file's bytes, decoded by `training.images.decode`) or pixels.
+        size: (height, width).
+        num_channels: int. 1 or 3.
+        crop: "resize" (the whole image, antialiased) or "center_crop" (the run config's
+            `eval_crop`).
+    """
+    image = _pixels(image, num_channels)
+    if crop == "center_crop":
+        image = _center_crop(image, *size)
+    else:
+        image = tf.image.resize(image, size, antialias=True)
+    image.set_shape([*size, num_channels])
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _pixels(image, num_channels):
+    if image.dtype == tf.string:
+        return images.decode(image, num_channels)
+    return tf.cast(image, tf.float32)
 
 
 def randaugment_factor(magnitude):

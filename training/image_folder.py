@@ -14,34 +14,51 @@ Decisions:
   class of its own, nor a training class spelt in another case (two classes to a
   case-sensitive file system, one to a person).
 - Every image is decoded once, at index time, with the decoder training uses
-  (`tf.io.decode_image(..., expand_animations=False)`, as `training.data` does). Only that
-  decoder can say a file will decode mid-epoch: PIL's `Image.verify()` passes a JPEG cut in
-  half that TensorFlow then rejects (`jpeg::Uncompress failed`), ending the run. Files it
+  (`training.images.decode`, the one decoder of every path). Only that decoder can say a
+  file will decode mid-epoch: PIL's `Image.verify()` passes a JPEG cut in half that
+  TensorFlow then rejects (`jpeg::Uncompress failed`), ending the run. Files it
   rejects are skipped before training and reported once (one warning per split, and
   `skipped_files`). The decode runs in parallel through tf.data; it costs one decode per
   image at the start of each run (process), which is cheap for small files and the price of
   never dying mid-epoch for large photos (docs/benchmarks.md, "Image folders: time to the
   first step", has the measured cost; an ImageNet-size folder on a 2-core machine takes
   minutes).
-- Hidden entries (names starting with ".": .ipynb_checkpoints/, .DS_Store, macOS's ._x.jpg)
-  are never classes or images; files without an image extension are ignored, silently.
+- A class's images are its folder's image files at any depth (ROOT/train/cat/2024/x.jpg is a
+  cat), as Keras's `image_dataset_from_directory` reads them; image files are those with an
+  extension TensorFlow decodes, `training.images.IMAGE_EXTENSIONS` (.jpg, .jpeg, .png, .bmp,
+  .gif, .webp, any case), each read as training.images says (every path reads it alike).
+- Nothing is left out without a word: other files (notes.txt, .tif, .heic), files beside the
+  class folders and broken symbolic links are counted per split in one warning with examples
+  (and listed in `left_out_files`); only hidden entries (names starting with ".":
+  .ipynb_checkpoints/, .DS_Store, macOS's ._x.jpg) are never classes or images, silently.
+- Symbolic links are followed (a class folder may link to photos kept elsewhere), but a file
+  is one example of one class in one split: two paths to one file (by real path; a linked
+  class folder, train/d -> train/b, or a test folder linking to training images) are a
+  DataError naming both; a link loop (train/e -> e, or a link to a folder above) is a
+  DataError naming the link.
 """
 
+import collections
 import dataclasses
+import errno
 import logging
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
+from training import images
 from training.errors import DataError
+from training.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # How many class names an error message lists before it says how many there are in all.
 LISTED_CLASSES = 10
+# How many left-out files a warning names as examples (their count is always given).
+LISTED_EXAMPLES = 5
+# The index checks that a file decodes; how its channels then convert cannot fail.
+CHECKED_CHANNELS = 3
 
 
 def is_image_folder(dataset):
@@ -52,7 +69,7 @@ def is_image_folder(dataset):
 # eq=False: the generated __eq__ and __hash__ would compare a NumPy array as a truth value.
 @dataclasses.dataclass(frozen=True, eq=False)
 class SplitFiles:
-    """The readable images of one split, in sorted (class folder, file name) order.
+    """The readable images of one split, in sorted (class folder, path) order.
 
     `paths`: tuple of str. `labels`: read-only int32 array, each an index into the folder's
     `class_names`.
@@ -84,7 +101,9 @@ class ImageFolder:
         self.class_names = list(class_names)
         self._class_index = {name: index for index, name in enumerate(self.class_names)}
         self.skipped_files = []
+        self.left_out_files = []
         self._splits = {}
+        self._real_paths = {}  # real path -> path, of every split indexed so far
 
     def split(self, name):
         """The `SplitFiles` of split `name`: indexed and decoded on the first call, then cached."""
@@ -96,17 +115,23 @@ class ImageFolder:
         split_dir = os.path.join(self.root, split)
         folders = self._class_folders(split)
         self._check_classes(split, folders)
+        _, loose, broken = _entries(split_dir)
+        left_out = [(os.path.join(split_dir, name), "outside a class folder") for name in loose]
+        left_out += [(os.path.join(split_dir, name), "broken link") for name in broken]
         paths, labels = [], []
         for folder in folders:
             class_dir = os.path.join(split_dir, folder)
-            files = _image_files(class_dir)
-            if not files:
+            found, others = _class_files(class_dir)
+            left_out += others
+            if not found:
                 raise DataError(
-                    f"{class_dir} holds no image file ({', '.join(IMAGE_EXTENSIONS)}; names "
-                    "starting with '.' are hidden): add its images or remove the folder."
+                    f"{class_dir} holds no image file at any depth ({', '.join(IMAGE_EXTENSIONS)};"
+                    " names starting with '.' are hidden): add its images or remove the folder."
                 )
-            paths += [os.path.join(class_dir, file) for file in files]
-            labels += [self._class_index[folder]] * len(files)
+            paths += found
+            labels += [self._class_index[folder]] * len(found)
+        self._check_one_path_per_file(paths)
+        self._report_left_out(split_dir, left_out)
         bad = _undecodable(paths)
         if len(bad):
             skipped = [f"{paths[i]} ({_decode_error(paths[i])})" for i in bad]
@@ -138,13 +163,48 @@ class ImageFolder:
                 f"image folder {self.root!r} has no {split!r} split: expected "
                 f"{split_dir}/<class>/<image>. Found: {found}."
             )
-        with os.scandir(split_dir) as entries:
-            folders = sorted(e.name for e in entries if not _hidden(e.name) and e.is_dir())
+        folders, _, _ = _entries(split_dir)
         if not folders:
             raise DataError(
                 f"{split_dir} has no class folders: expected {split_dir}/<class>/<image>."
             )
         return folders
+
+    def _check_one_path_per_file(self, paths):
+        """No file reached by two paths, in this split or one indexed before (by real path)."""
+        real_paths = {}
+        twice = []
+        for path in paths:
+            real = os.path.realpath(path)
+            first = self._real_paths.get(real) or real_paths.setdefault(real, path)
+            if first != path:
+                twice.append((path, first, real))
+        if twice:
+            path, first, real = twice[0]
+            link = _link_in(path, self.root) or _link_in(first, self.root)
+            through = f"; the symbolic link {link} leads to it a second time" if link else ""
+            raise DataError(
+                f"{path} and {first} are one file, {real}{through} ({len(twice)} file(s) reached "
+                "twice): a file is one example of one class in one split. Remove the link, or "
+                "copy the files that belong to both."
+            )
+        self._real_paths.update(real_paths)
+
+    def _report_left_out(self, split_dir, left_out):
+        """One warning: how many files of the split training does not read, of which kinds."""
+        if not left_out:
+            return
+        kinds = collections.Counter(reason for _, reason in left_out)
+        log.warning(
+            "Left out %d file(s) of %s that are not images training reads (%s, at any depth "
+            "of a class folder): %s. E.g.:\n  %s",
+            len(left_out),
+            split_dir,
+            ", ".join(IMAGE_EXTENSIONS),
+            ", ".join(f"{count} {kind}" for kind, count in kinds.most_common()),
+            "\n  ".join(path for path, _ in left_out[:LISTED_EXAMPLES]),
+        )
+        self.left_out_files += [f"{path} ({reason})" for path, reason in left_out]
 
     def _check_classes(self, split, folders):
         """Every class folder of `split` must be one of `class_names`, spelt the same."""
@@ -180,15 +240,76 @@ def _hidden(name):
     return name.startswith(".")
 
 
-def _image_files(class_dir):
-    with os.scandir(class_dir) as entries:
-        return sorted(
-            entry.name
-            for entry in entries
-            if not _hidden(entry.name)
-            and entry.name.lower().endswith(IMAGE_EXTENSIONS)
-            and entry.is_file()
-        )
+def _entries(directory):
+    """The visible entries of `directory`, sorted: (folders, files, broken links), following
+    symbolic links; a link loop is a DataError."""
+    folders, files, broken = [], [], []
+    with os.scandir(directory) as entries:
+        for entry in sorted(entries, key=lambda entry: entry.name):
+            if _hidden(entry.name):
+                continue
+            if entry.is_symlink():
+                kind = _link_kind(entry.path)
+            else:  # the directory listing's own type: no stat per file
+                kind = "folder" if entry.is_dir(follow_symlinks=False) else "file"
+            {"folder": folders, "file": files, "broken": broken}[kind].append(entry.name)
+    return folders, files, broken
+
+
+def _link_kind(path):
+    """What the symbolic link `path` leads to: "folder", "file" or "broken" (to nothing)."""
+    try:
+        is_folder = os.path.isdir(os.path.realpath(path, strict=True))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise DataError(
+                f"{path} is a symbolic link loop ({path} -> {os.readlink(path)}, which never "
+                "reaches a file or folder): remove the link, or point it at a folder of images."
+            ) from None
+        return "broken"
+    return "folder" if is_folder else "file"
+
+
+def _class_files(class_dir):
+    """The image files under `class_dir` at any depth, sorted, following symbolic links, and
+    the files left out, with why: (paths, [(path, why)]). A link loop is a DataError."""
+    found, left_out = [], []
+
+    def visit(directory, above):
+        folders, files, broken = _entries(directory)
+        for path in (os.path.join(directory, name) for name in files):
+            if path.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(path)
+            else:
+                left_out.append((path, _extension(path)))
+        left_out.extend((os.path.join(directory, name), "broken link") for name in broken)
+        for name in folders:
+            path = os.path.join(directory, name)
+            real = os.path.realpath(path)
+            if real in above:
+                raise DataError(
+                    f"{path} is a symbolic link loop: it leads back to {real}, a folder above "
+                    "it, so the folder never ends. Remove the link."
+                )
+            visit(path, above | {real})
+
+    visit(class_dir, {os.path.realpath(class_dir)})
+    return sorted(found), left_out
+
+
+def _link_in(path, root):
+    """The first symbolic link on the way from `root` down to `path`, or None."""
+    parts = os.path.relpath(path, root).split(os.sep)
+    for depth in range(1, len(parts) + 1):
+        candidate = os.path.join(root, *parts[:depth])
+        if os.path.islink(candidate):
+            return candidate
+    return None
+
+
+def _extension(path):
+    extension = os.path.splitext(path)[1].lower()
+    return f"{extension} file" if extension else "file without extension"
 
 
 def _listing(names):
@@ -200,12 +321,12 @@ def _undecodable(paths):
     """The indices of `paths` that TensorFlow cannot read and decode, in increasing order."""
 
     def decode(index, path):
-        image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        image = images.decode(tf.io.read_file(path), CHECKED_CHANNELS)
         # The shape keeps the decode in the graph: tf.data prunes an op whose result is unused.
         return index, tf.shape(image)
 
     decoded = np.zeros(len(paths), bool)
-    images = (
+    survivors = (
         tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
         # Any order will do: survivors are marked by index, so let tf.data decode out of order.
         .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
@@ -213,7 +334,7 @@ def _undecodable(paths):
         .map(lambda index, shape: index)
         .batch(4096)
     )
-    for indices in images.as_numpy_iterator():
+    for indices in survivors.as_numpy_iterator():
         decoded[indices] = True
     return np.flatnonzero(~decoded)
 
@@ -221,8 +342,7 @@ def _undecodable(paths):
 def _decode_error(path):
     """TensorFlow's own words for why `path` does not decode (the tf.data pass drops them)."""
     try:
-        tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        images.decode(tf.io.read_file(path), CHECKED_CHANNELS)
     except tf.errors.OpError as error:
-        message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", error.message).strip()
-        return f"{type(error).__name__}: {message}"
+        return images.decode_error(error)
     return "it decoded on a second try: the file changed while the folder was indexed"
