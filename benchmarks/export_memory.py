@@ -13,7 +13,7 @@ on the first `--eval-images` of them, with one latency run per thread count (lat
 tflite_latency's measure, not this one's).
 
 Memory is the child's peak resident set: the kernel's own high-water mark (VmHWM in
-/proc/self/status), exact, not sampled. It is split by phase: export.convert logs an INFO
+/proc/self/status), exact, not sampled. It is split by phase: export.convert logs a DEBUG
 line as each phase of each format begins ("int8: converting", "int8: verifying in LiteRT",
 ...); at each line the child reads VmHWM, gives it to the phase that just ended, and resets
 it (`5` into /proc/self/clear_refs, Linux), so each phase has its own peak and the export's
@@ -48,7 +48,7 @@ def _reset_peak():
 
 
 class PhasePeaks(logging.Handler):
-    """Peak resident memory and time per phase, the phases being export.convert's INFO lines.
+    """Peak resident memory and time per phase, the phases being export.convert's DEBUG lines.
 
     Example:
     >>> phases = PhasePeaks("start")
@@ -56,12 +56,13 @@ class PhasePeaks(logging.Handler):
     """
 
     def __init__(self, first_phase):
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.phases, self.phase, self.start = [], first_phase, time.perf_counter()
         _reset_peak()
 
     def emit(self, record):
-        self.next(record.getMessage())
+        if record.levelno == logging.DEBUG:  # the phase lines; INFO is progress and times
+            self.next(record.getMessage())
 
     def next(self, phase):
         """Closes the current phase (its peak and duration) and starts `phase`."""
@@ -91,7 +92,7 @@ def export_in_child(connection, variant, formats, image_size, num_classes, calib
     logger = logging.getLogger("export.convert")
     phases = PhasePeaks("loading the model")
     logger.addHandler(phases)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="export_memory-") as out_dir:
         convert.convert(

@@ -90,7 +90,7 @@ def convert_parser():
 def convert_main(argv=None):
     """`python -m export.convert SOURCE --out DIR ...`; returns the exit code."""
     args = convert_parser().parse_args(argv)
-    console.configure(args.verbose)
+    console.configure(args.verbose, progress=["export"])
     return_freed_memory()
     from export import convert
     from export.report import markdown_report

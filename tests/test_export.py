@@ -488,6 +488,13 @@ def test_command_lines_are_quiet_unless_verbose(killed_then_rerun, digits_test, 
     assert code == 0 and XNNPACK_LINE in verbose, verbose  # what the quiet run dropped
 
 
+def test_command_line_shows_each_format_with_its_time(killed_then_rerun):
+    output = killed_then_rerun[4]
+    for name in ("fp32", "fp16"):
+        lines = re.findall(rf"^{name}: written in \d+\.\d s$", output, re.MULTILINE)
+        assert len(lines) == 1, output
+
+
 def test_command_line_module_imports_no_tensorflow():
     # The console must be set up before TensorFlow loads, so the parsers import nothing heavy.
     code, output = run_bounded([sys.executable, "-c", "import sys, export.cli; "
