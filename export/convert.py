@@ -12,9 +12,9 @@ Every `.tflite` is checked before it is written: builtin ops only (no Flex), fin
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
 killed export leaves no half-written file, and the rerun clears what a killed one left.
-Each format's time is logged at INFO once it is written, and the fine-tuned formats show
-Keras's progress bar (the command lines show both: a large variant takes minutes per
-format). Each phase of each format is logged at DEBUG as it begins
+Each format's time is logged at INFO once it is written, and the fine-tuned formats' length
+before they fine-tune, under Keras's progress bar (the command lines show both: a large
+variant takes minutes per format). Each phase of each format is logged at DEBUG as it begins
 (`--verbose` shows them; benchmarks/export_memory.py splits the peak memory by these lines).
 """
 
@@ -186,6 +186,8 @@ def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
     """Prepares, converts (and quantizes with a recipe), checks and measures one `.tflite`,
     then writes it."""
     log.debug("%s: preparing the graph", name)
+    if mode["fine_tunes"]:
+        log.info("%s: fine-tuning for %s", name, data.fine_tuning)
     prepared = mode["prepare"](model, data, settings)
     reference = keras_logits if prepared.reference_logits is None else prepared.reference_logits
     fine_tuned, details = prepared.reference_logits is not None, prepared.details
@@ -261,10 +263,10 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     run = inputs.load_run(source, config)
     storage.check_writable(out_dir, what="the export (--out)")
     source_name = run.model.name if isinstance(source, keras.Model) else os.fspath(source)
-    data_names, dataset = inputs.run_datasets(run, source_name)
+    data_names, dataset, num_examples = inputs.run_datasets(run, source_name)
     class_names = _class_names(run, data_names)
     log.debug("reading the evaluation and calibration images")
-    data = inputs.collect_data(run.model, modes, settings, dataset,
+    data = inputs.collect_data(run.model, modes, settings, dataset, num_examples,
                                representative_data=representative_data, eval_data=eval_data,
                                train_data=train_data)
     # The Keras model's logits on the evaluation images: what every format is held to.
@@ -317,6 +319,9 @@ def _new_report(source_name, model, data, keras_logits, settings):
         "evaluation": {"num_examples": int(len(data.eval_labels)), "keras_top1": keras_top1,
                        "calibration_examples": int(calibration)},
         "settings": dataclasses.asdict(settings),
+        # What the fine-tuned formats ran: the steps settings.fine_tuning chose from the data.
+        **({} if data.fine_tuning is None else {"fine_tuning": {
+            **dataclasses.asdict(data.fine_tuning), "epochs": data.fine_tuning.epochs}}),
         "formats": {},
     }
 

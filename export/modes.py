@@ -94,7 +94,7 @@ def quantization_aware(model, data, settings):
     from export import optimize
 
     qat_model = optimize.quantization_aware_training(
-        model, data.train, **settings.fine_tuning(), integer_friendly=True,
+        model, data.train, **data.fine_tuning.arguments(), integer_friendly=True,
         calibration_images=data.representative)
     return Prepared(qat_model, _logits(qat_model, data.eval_images))
 
@@ -110,7 +110,8 @@ def pruned(model, data, settings):
     from export import optimize
 
     weights, reached = optimize.prune(
-        model, data.train, **settings.fine_tuning(), target_sparsity=settings.target_sparsity)
+        model, data.train, **data.fine_tuning.arguments(),
+        target_sparsity=settings.target_sparsity)
     return _fine_tuned(optimize.with_weights(model, weights), data, sparsity=reached)
 
 
@@ -119,7 +120,7 @@ def clustered(model, data, settings):
     from export import optimize
 
     weights, unique = optimize.cluster(
-        model, data.train, **settings.fine_tuning(),
+        model, data.train, **data.fine_tuning.arguments(),
         number_of_clusters=settings.number_of_clusters)
     return _fine_tuned(optimize.with_weights(model, weights), data,
                        max_unique_weights_per_kernel=unique)
