@@ -259,8 +259,8 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     >>> report["formats"]["int8"]["top1"]
     """
     settings = dataclasses.replace(settings or ExportSettings(), **setting_overrides)
-    formats, modes = resolve_formats(formats)
     run = inputs.load_run(source, config)
+    formats, modes = resolve_formats(formats, run.model.count_params())
     storage.check_writable(out_dir, what="the export (--out)")
     source_name = run.model.name if isinstance(source, keras.Model) else os.fspath(source)
     data_names, dataset, num_examples = inputs.run_datasets(run, source_name)

@@ -548,6 +548,23 @@ def test_fine_tuning_batch_holds_the_patches_per_batch(variant, image_size, exam
     assert fine_tune_batch_size(patches, examples) == expected
 
 
+def test_qat_leaves_the_defaults_above_the_size_bound_saying_so(run_dir, tmp_path, monkeypatch,
+                                                                 caplog):
+    parameters = inputs.load_model(str(run_dir)).count_params()
+    monkeypatch.setattr(modes, "DEFAULT_MAX_PARAMETERS", {"qat_int8": parameters - 1})
+    monkeypatch.setattr(modes, "DEFAULT_FORMATS", ("fp32", "qat_int8"))
+    report = convert(str(run_dir), str(tmp_path), eval_samples=50, latency_runs=2)
+    assert set(report["formats"]) == {"saved_model", "fp32"}
+    [notice] = [record.getMessage() for record in caplog.records
+                if record.levelno == logging.WARNING and "qat_int8" in record.getMessage()]
+    assert notice.startswith(f"qat_int8 left out of the default formats: the model has "
+                             f"{parameters:,} parameters, more than its bound of "
+                             f"{parameters - 1:,}") and "\n" not in notice
+    # At the bound it stays, and asked for by name it runs whatever the size.
+    assert "qat_int8" in modes.resolve_formats(None, parameters - 1)[0]
+    assert "qat_int8" in modes.resolve_formats(["qat_int8"], parameters)[0]
+
+
 # ----------------------------------------------------------------------------- faults
 
 
