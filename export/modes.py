@@ -191,8 +191,8 @@ DEFAULT_FORMATS = ("fp32", "fp16", "dynamic_int8", "int8", "qat_int8")
 # Default formats that a model of more parameters than this leaves out, saying so (asked for
 # by name, they run): QAT keeps every activation of its batch and about 8 copies of the
 # weights; B/16 (60 M parameters) peaks at 8.5 GiB, and L/32 and L/16 (207 M, 208 M) would
-# need about 23 GiB, what a 24 GiB machine does not have free (docs/benchmarks.md,
-# "Fine-tuning at scale").
+# need 23-27 GiB, more than a 24 GiB machine has free (docs/benchmarks.md, "Fine-tuning at
+# scale").
 DEFAULT_MAX_PARAMETERS = {"qat_int8": 100_000_000}
 
 
