@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.modes import calibrates
-from export.settings import fine_tune_batch_size
+from export.settings import FineTuning, fine_tune_batch_size
 from keras_mixer import presets, storage
 from keras_mixer.mlp_mixer import MlpMixer
 from training import config as config_lib
@@ -225,13 +225,13 @@ def check_images(images, model, what):
 class ExportData:
     """The images an export is measured on (`eval_*`), calibrated on (`representative`, for
     calibrated formats) and fine-tuned on (`train`, a dataset, for fine-tuned formats, for
-    as long as `fine_tuning` says: an export.settings.FineTuning)."""
+    as long as `fine_tuning` says)."""
 
     eval_images: np.ndarray
     eval_labels: np.ndarray
     representative: np.ndarray | None = None
     train: object = None
-    fine_tuning: object = None
+    fine_tuning: FineTuning | None = None
 
 
 def collect_data(model, modes, settings, dataset, num_examples, *, representative_data=None,

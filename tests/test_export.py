@@ -541,8 +541,9 @@ def test_fine_tuning_steps_follow_the_split_within_floor_and_cap(batches_per_epo
     ("S/16", 224, 5)])
 def test_fine_tuning_batch_holds_the_patches_per_batch(variant, image_size, examples):
     from export.settings import fine_tune_batch_size
+    from keras_mixer import get_variant
 
-    patches = (image_size // MlpMixer.from_variant(variant).patch_size) ** 2
+    patches = (image_size // get_variant(variant)["patch_size"]) ** 2
     # 16 images of 196 patches (S/16 at 224) per batch, at most 64 images and the split's size.
     expected = min(64, 16 * 196 // patches, examples)
     assert fine_tune_batch_size(patches, examples) == expected
