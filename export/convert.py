@@ -12,8 +12,8 @@ Every `.tflite` is checked before it is written: builtin ops only (no Flex), fin
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
 killed export leaves no half-written file, and the rerun clears what a killed one left.
-Each format's time is logged at INFO once it is written, and the fine-tuned formats' length
-before they fine-tune, under Keras's progress bar (the command lines show both: a large
+Each format's time is logged at INFO once it is written; a fine-tuned format first logs how
+long it fine-tunes, then shows Keras's progress bar (the command lines show them: a large
 variant takes minutes per format). Each phase of each format is logged at DEBUG as it begins
 (`--verbose` shows them; benchmarks/export_memory.py splits the peak memory by these lines).
 """
@@ -246,7 +246,9 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
         eval_data: `(images, labels)` or a tf.data.Dataset of them. Defaults to the run's
             test split.
         train_data: tf.data.Dataset of (images, int labels) batches for QAT, pruning and
-            clustering. Defaults to the run's training stream, batch 64.
+            clustering, for as many steps as its length gives (ExportSettings.fine_tuning).
+            Defaults to the run's training stream in batches by the model's patches
+            (export/settings.py).
         settings: ExportSettings or None (the defaults).
         **setting_overrides: ExportSettings fields, replacing those of `settings`
             (e.g. `io_dtype="uint8"`, `max_accuracy_drop=0.5`).
