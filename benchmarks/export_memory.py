@@ -3,6 +3,7 @@
     python -m benchmarks.export_memory                      # S/16 and B/16 at 224
     python -m benchmarks.export_memory --variants B/32 --formats fp32 int8
     python -m benchmarks.export_memory --quick
+    python -m benchmarks.export_memory --variants S/16 --formats qat_int8 --fine-tune-batch 16
 
 Each variant is exported by `export.convert.convert` (the pipeline users run: SavedModel,
 TFLite converter, LiteRT verification of every file) in a fresh spawned child process, so
@@ -13,19 +14,26 @@ on the first `--eval-images` of them, with one latency run per thread count (lat
 tflite_latency's measure, not this one's).
 
 Memory is the child's peak resident set: the kernel's own high-water mark (VmHWM in
-/proc/self/status), exact, not sampled. It is split by phase: export.convert logs an INFO
+/proc/self/status), exact, not sampled. It is split by phase: export.convert logs a DEBUG
 line as each phase of each format begins ("int8: converting", "int8: verifying in LiteRT",
 ...); at each line the child reads VmHWM, gives it to the phase that just ended, and resets
 it (`5` into /proc/self/clear_refs, Linux), so each phase has its own peak and the export's
 peak is the largest of them. `before_export_gib` is the resident set once TensorFlow, Keras,
 the model and the images are in memory; bytes per parameter are given for the peak and for
 the peak above that start (the part that grows with the variant).
+
+A fine-tuned format (qat_int8, pruned_int8, clustered_int8) fine-tunes on the random images
+and labels for `--fine-tune-steps` steps of batch `--fine-tune-batch`: its peak is in its
+"preparing the graph" phase, and `fine_tune_step_s` is the median time of a step after the
+first (which traces the graph), timed by a Keras callback that this benchmark adds to
+export/optimize.py's `_fit`.
 """
 
 import logging
 import multiprocessing
 import os
 import re
+import statistics
 import tempfile
 import time
 
@@ -48,7 +56,7 @@ def _reset_peak():
 
 
 class PhasePeaks(logging.Handler):
-    """Peak resident memory and time per phase, the phases being export.convert's INFO lines.
+    """Peak resident memory and time per phase, the phases being export.convert's DEBUG lines.
 
     Example:
     >>> phases = PhasePeaks("start")
@@ -56,12 +64,13 @@ class PhasePeaks(logging.Handler):
     """
 
     def __init__(self, first_phase):
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.phases, self.phase, self.start = [], first_phase, time.perf_counter()
         _reset_peak()
 
     def emit(self, record):
-        self.next(record.getMessage())
+        if record.levelno == logging.DEBUG:  # the phase lines; INFO is progress and times
+            self.next(record.getMessage())
 
     def next(self, phase):
         """Closes the current phase (its peak and duration) and starts `phase`."""
@@ -72,40 +81,63 @@ class PhasePeaks(logging.Handler):
         self.phase, self.start = phase, now
 
 
+def _timed_fine_tuning(step_ends):
+    """Makes export/optimize.py's fine-tuning append the end time of every step to `step_ends`."""
+    import tf_keras
+
+    from export import optimize
+
+    class StepEnds(tf_keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step_ends.append(time.perf_counter())
+
+    fit = optimize._fit
+    optimize._fit = lambda *args, callbacks=(): fit(*args, callbacks=[*callbacks, StepEnds()])
+
+
 def export_in_child(connection, variant, formats, image_size, num_classes, calibration_images,
-                    eval_images):
+                    eval_images, fine_tune_steps, fine_tune_batch):
     """Runs in the spawned child: exports a random `variant`, sends back what it measured."""
     from export import cli
 
     cli.return_freed_memory()  # as `python -m export.convert` does, before TensorFlow loads
     import numpy as np
+    import tensorflow as tf
 
     from benchmarks.tflite_latency import random_mixer
     from export import convert
+    from export.modes import get_mode
     from export.settings import MIN_CALIBRATION_SAMPLES
 
     model = random_mixer(variant, image_size, num_classes)
     images = common.random_images(calibration_images, image_size, seed=1)
     labels = np.random.default_rng(1).integers(0, num_classes, len(images)).astype("int32")
+    step_ends, train = [], None
+    if any(get_mode(name)["fine_tunes"] for name in formats):
+        _timed_fine_tuning(step_ends)
+        train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(
+            fine_tune_batch, drop_remainder=True)
     before = _status_bytes("VmRSS")
     logger = logging.getLogger("export.convert")
     phases = PhasePeaks("loading the model")
     logger.addHandler(phases)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="export_memory-") as out_dir:
         convert.convert(
             model, out_dir, formats, representative_data=images,
-            eval_data=(images[:eval_images], labels[:eval_images]),
-            calibration_samples=len(images),
+            eval_data=(images[:eval_images], labels[:eval_images]), train_data=train,
+            fine_tune_steps=fine_tune_steps, calibration_samples=len(images),
             min_calibration_samples=min(len(images), MIN_CALIBRATION_SAMPLES),
             eval_samples=eval_images, latency_runs=1)
         wall = time.perf_counter() - start
         phases.next("done")
         sizes = {name: os.path.getsize(os.path.join(out_dir, f"{name}.tflite"))
                  for name in formats}
+    steps = np.diff(step_ends)  # after the first step, which traces the graph
     connection.send({"parameters": model.count_params(), "before_export_bytes": before,
-                     "wall_s": wall, "phases": phases.phases, "tflite_bytes": sizes})
+                     "wall_s": wall, "phases": phases.phases, "tflite_bytes": sizes,
+                     "fine_tune_step_s": statistics.median(steps) if len(steps) else None})
 
 
 def measure_export(variant, formats, **sizes):
@@ -138,21 +170,29 @@ def main(argv=None):
     arguments.add_argument("--image-size", type=int, default=224)
     arguments.add_argument("--calibration-images", type=int, default=128)
     arguments.add_argument("--eval-images", type=int, default=32)
+    arguments.add_argument("--fine-tune-steps", type=int, default=10,
+                           help="steps of the fine-tuned formats (qat_int8, ...)")
+    arguments.add_argument("--fine-tune-batch", type=int, default=16)
     args = arguments.parse_args(argv)
 
     variants, image_size, num_classes = common.sizes(args)
     if args.quick:
         args.calibration_images, args.eval_images = 4, 2
+        args.fine_tune_batch, args.fine_tune_steps = 2, 3
     for variant in variants:
         load_before = os.getloadavg()[0]
         result = measure_export(
             variant, args.formats, image_size=image_size, num_classes=num_classes,
-            calibration_images=args.calibration_images, eval_images=args.eval_images)
+            calibration_images=args.calibration_images, eval_images=args.eval_images,
+            fine_tune_steps=args.fine_tune_steps, fine_tune_batch=args.fine_tune_batch)
         peak = max(phase["peak_gib"] for phase in result["phases"]) * GIB
         before = result["before_export_bytes"]
         common.emit("export_memory", {
             "variant": variant, "formats": args.formats, "image_size": image_size,
             "calibration_images": args.calibration_images, "eval_images": args.eval_images,
+            **({"fine_tune_steps": args.fine_tune_steps, "fine_tune_batch": args.fine_tune_batch,
+                "fine_tune_step_s": result["fine_tune_step_s"]}
+               if result["fine_tune_step_s"] is not None else {}),
             "parameters": result["parameters"],
             "peak_gib": peak / GIB, "before_export_gib": before / GIB,
             "bytes_per_parameter": peak / result["parameters"],

@@ -14,7 +14,8 @@ import os
 import sys
 
 from export.modes import DEFAULT_FORMATS, MODES, SAVED_MODEL
-from export.settings import ExportSettings
+from export.settings import (
+    FINE_TUNE_EPOCHS, MAX_FINE_TUNE_STEPS, MIN_FINE_TUNE_STEPS, ExportSettings)
 from training import console
 
 # What a user can fix: missing, corrupt or unwritable paths (OSError, keras_mixer's
@@ -76,7 +77,9 @@ def convert_parser():
     parser.add_argument("--eval-samples", type=int, default=DEFAULTS.eval_samples,
                         help="0: the whole test split")
     parser.add_argument("--fine-tune-steps", type=int, default=DEFAULTS.fine_tune_steps,
-                        help="steps of QAT, pruning and clustering fine-tuning")
+                        help="steps of QAT, pruning and clustering fine-tuning (default: "
+                             f"{FINE_TUNE_EPOCHS} epochs of the training split, "
+                             f"{MIN_FINE_TUNE_STEPS} to {MAX_FINE_TUNE_STEPS} steps)")
     parser.add_argument("--fine-tune-learning-rate", type=float, default=None,
                         help="Adam learning rate of that fine-tuning (default: QAT 3e-5, "
                              "pruning and clustering 1e-3)")
@@ -90,7 +93,7 @@ def convert_parser():
 def convert_main(argv=None):
     """`python -m export.convert SOURCE --out DIR ...`; returns the exit code."""
     args = convert_parser().parse_args(argv)
-    console.configure(args.verbose)
+    console.configure(args.verbose, progress=["export"])
     return_freed_memory()
     from export import convert
     from export.report import markdown_report

@@ -12,8 +12,10 @@ Every `.tflite` is checked before it is written: builtin ops only (no Flex), fin
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
 killed export leaves no half-written file, and the rerun clears what a killed one left.
-Each phase of each format is logged at INFO as it begins (a large variant takes minutes per
-format; benchmarks/export_memory.py splits the peak memory by these lines).
+Each format's time is logged at INFO once it is written; a fine-tuned format first logs how
+long it fine-tunes, then shows Keras's progress bar (the command lines show them: a large
+variant takes minutes per format). Each phase of each format is logged at DEBUG as it begins
+(`--verbose` shows them; benchmarks/export_memory.py splits the peak memory by these lines).
 """
 
 import sys
@@ -28,6 +30,7 @@ import gc
 import json
 import logging
 import os
+import time
 
 import keras
 import numpy as np
@@ -182,27 +185,29 @@ def _check_float_source(tflite, name, images, reference_logits):
 def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
     """Prepares, converts (and quantizes with a recipe), checks and measures one `.tflite`,
     then writes it."""
-    log.info("%s: preparing the graph", name)
+    log.debug("%s: preparing the graph", name)
+    if mode["fine_tunes"]:
+        log.info("%s: fine-tuning for %s", name, data.fine_tuning)
     prepared = mode["prepare"](model, data, settings)
     reference = keras_logits if prepared.reference_logits is None else prepared.reference_logits
     fine_tuned, details = prepared.reference_logits is not None, prepared.details
     with storage.scratch_dir() as scratch:
-        log.info("%s: writing the batch-1 SavedModel", name)
+        log.debug("%s: writing the batch-1 SavedModel", name)
         directory = _save_batch1(prepared.model, scratch)
         # The converter reads the SavedModel alone. A prepared graph other than `model` (the
         # integer-friendly twin, a fine-tuned model) is a second copy of every weight: freed
         # (its layers hold reference cycles) before the converter runs.
         del prepared
         gc.collect()
-        log.info("%s: converting", name)
+        log.debug("%s: converting", name)
         tflite = saved_model_to_tflite(directory, mode, data.representative,
                                        io_dtype=settings.io_dtype)
     if mode["recipe"] is not None:
         _check_float_source(tflite, name, data.eval_images, reference)
-        log.info("%s: quantizing with %s", name, mode["recipe"])
+        log.debug("%s: quantizing with %s", name, mode["recipe"])
         tflite = quantizer.quantize(tflite, mode["recipe"], data.representative)
     evaluate.check_builtin_ops(tflite, name=f"{name}.tflite")
-    log.info("%s: verifying in LiteRT", name)
+    log.debug("%s: verifying in LiteRT", name)
     measured = evaluate.evaluate_tflite(
         tflite, data.eval_images, data.eval_labels, reference,
         keras_logits=keras_logits, latency_runs=settings.latency_runs)
@@ -241,7 +246,9 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
         eval_data: `(images, labels)` or a tf.data.Dataset of them. Defaults to the run's
             test split.
         train_data: tf.data.Dataset of (images, int labels) batches for QAT, pruning and
-            clustering. Defaults to the run's training stream, batch 64.
+            clustering, for as many steps as its length gives (ExportSettings.fine_tuning).
+            Defaults to the run's training stream in batches by the model's patches
+            (export/settings.py).
         settings: ExportSettings or None (the defaults).
         **setting_overrides: ExportSettings fields, replacing those of `settings`
             (e.g. `io_dtype="uint8"`, `max_accuracy_drop=0.5`).
@@ -254,33 +261,35 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     >>> report["formats"]["int8"]["top1"]
     """
     settings = dataclasses.replace(settings or ExportSettings(), **setting_overrides)
-    formats, modes = resolve_formats(formats)
     run = inputs.load_run(source, config)
+    formats, modes = resolve_formats(formats, run.model.count_params())
     storage.check_writable(out_dir, what="the export (--out)")
     source_name = run.model.name if isinstance(source, keras.Model) else os.fspath(source)
-    data_names, dataset = inputs.run_datasets(run, source_name)
+    data_names, dataset, num_examples = inputs.run_datasets(run, source_name)
     class_names = _class_names(run, data_names)
-    log.info("reading the evaluation and calibration images")
-    data = inputs.collect_data(run.model, modes, settings, dataset,
+    log.debug("reading the evaluation and calibration images")
+    data = inputs.collect_data(run.model, modes, settings, dataset, num_examples,
                                representative_data=representative_data, eval_data=eval_data,
                                train_data=train_data)
     # The Keras model's logits on the evaluation images: what every format is held to.
-    log.info("Keras logits on %d evaluation images", len(data.eval_images))
+    log.debug("Keras logits on %d evaluation images", len(data.eval_images))
     keras_logits = run.model.predict(data.eval_images, batch_size=256, verbose=0)
     report = _new_report(source_name, run.model, data, keras_logits, settings)
     for name in formats:
+        start = time.perf_counter()
         if name == SAVED_MODEL:
-            log.info("%s: writing and verifying", name)
+            log.debug("%s: writing and verifying", name)
             directory = to_saved_model(run.model, storage.join(out_dir, SAVED_MODEL))
             result = _verify_saved_model(directory, data.eval_images, keras_logits)
         else:
             result = _export_format(name, modes[name], run.model, data, keras_logits, settings,
                                     out_dir)
         report["formats"][name] = result
+        log.info("%s: written in %.1f s", name, time.perf_counter() - start)
     _compare_qat_with_ptq(report)
     failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
     report["accuracy_budget_failures"] = failures
-    log.info("writing the report")
+    log.debug("writing the report")
     _write_report(out_dir, report, class_names)
     if failures:
         raise AccuracyBudgetError(
@@ -312,6 +321,9 @@ def _new_report(source_name, model, data, keras_logits, settings):
         "evaluation": {"num_examples": int(len(data.eval_labels)), "keras_top1": keras_top1,
                        "calibration_examples": int(calibration)},
         "settings": dataclasses.asdict(settings),
+        # What the fine-tuned formats ran: the steps settings.fine_tuning chose from the data.
+        **({} if data.fine_tuning is None else {"fine_tuning": {
+            **dataclasses.asdict(data.fine_tuning), "epochs": data.fine_tuning.epochs}}),
         "formats": {},
     }
 

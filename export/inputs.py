@@ -11,7 +11,6 @@ class index of every split and of `labels.txt`.
 """
 
 import dataclasses
-import functools
 import os
 
 import keras
@@ -19,12 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from export.modes import calibrates
+from export.settings import FineTuning, fine_tune_batch_size
 from keras_mixer import presets, storage
 from keras_mixer.mlp_mixer import MlpMixer
 from training import config as config_lib
 from training import run_dir
 
-FINE_TUNE_BATCH_SIZE = 64
 EXPECTED_MODEL = ("a .keras file saved from a keras_mixer.MlpMixer (model.save('model.keras')), "
                   "or a training run directory holding one as model.keras")
 REWRITE_MODEL = f"{EXPECTED_MODEL}; save the model again or rerun the training that wrote it"
@@ -112,23 +111,25 @@ def _read_config(path):
 
 
 def open_run_data(config, class_names=None):
-    """The run's data, opened once per export: `(class names, make_dataset)`.
+    """The run's data, opened once per export: `(class names, source)`.
 
     `class_names` (the run's) fixes the class index of every split; without it the data
-    source's own order is used. `make_dataset(config, split, *, training, batch_size)` is
-    training's pipeline over that one source.
+    source's own order is used. `source` is training's (training/sources.py), for
+    `training.data.make_dataset(config, split, source=source, ...)` and its
+    `num_examples(split)`.
     """
     from training import data  # the pipeline the model was trained on
 
     source = data.open_source(config, class_names=class_names)
     names = class_names or source.class_names
-    return [str(name) for name in names], functools.partial(data.make_dataset, source=source)
+    return [str(name) for name in names], source
 
 
 def run_datasets(run, source_name):
-    """`(class names, dataset)`: `dataset(split_key, *, training, batch_size)` is the run's
-    `config[split_key]` split (None names when there is no run config; then `dataset` says
-    what to pass instead)."""
+    """`(class names, dataset, num_examples)`: `dataset(split_key, *, training, batch_size,
+    epochs=None)` is the run's `config[split_key]` split (the training stream of `epochs`
+    epochs when training) and `num_examples(split_key)` its number of images (None names
+    when there is no run config; then both say what to pass instead)."""
     if run.config is None:
         def dataset(split_key, **kwargs):
             raise ValueError(
@@ -138,18 +139,24 @@ def run_datasets(run, source_name):
                 "export.convert.convert."
             )
 
-        return None, dataset
-    names, make_dataset = open_run_data(run.config, run.class_names)
+        return None, dataset, dataset
+    from training import data  # the pipeline the model was trained on
 
-    def dataset(split_key, *, training, batch_size):
+    names, source = open_run_data(run.config, run.class_names)
+
+    def dataset(split_key, *, training, batch_size, epochs=None):
         config = run.config
         if training:
             # Fine-tuning for quantization, pruning or clustering: the training stream with
             # integer labels (no mixup, no label smoothing) and without heavy augmentation.
             config = {**config, "randaugment": None, "mixup_alpha": 0.0, "label_smoothing": 0.0}
-        return make_dataset(config, config[split_key], training=training, batch_size=batch_size)
+        return data.make_dataset(config, config[split_key], training=training, source=source,
+                                 batch_size=batch_size, epochs=epochs)
 
-    return names, dataset
+    def num_examples(split_key):
+        return source.num_examples(run.config[split_key])
+
+    return names, dataset, num_examples
 
 
 def as_arrays(data, limit=None):
@@ -189,17 +196,20 @@ def check_images(images, model, what):
 @dataclasses.dataclass(frozen=True)
 class ExportData:
     """The images an export is measured on (`eval_*`), calibrated on (`representative`, for
-    calibrated formats) and fine-tuned on (`train`, a dataset, for fine-tuned formats)."""
+    calibrated formats) and fine-tuned on (`train`, a dataset, for fine-tuned formats, for
+    as long as `fine_tuning` says)."""
 
     eval_images: np.ndarray
     eval_labels: np.ndarray
     representative: np.ndarray | None = None
     train: object = None
+    fine_tuning: FineTuning | None = None
 
 
-def collect_data(model, modes, settings, dataset, *, representative_data=None, eval_data=None,
-                 train_data=None):
-    """The ExportData the rows `modes` need: what is given, else drawn with `dataset`."""
+def collect_data(model, modes, settings, dataset, num_examples, *, representative_data=None,
+                 eval_data=None, train_data=None):
+    """The ExportData the rows `modes` need: what is given, else drawn with `dataset` (and
+    `num_examples`, run_datasets's)."""
     if eval_data is None:
         eval_data = dataset("test_split", training=False, batch_size=256)
     eval_images, eval_labels = as_arrays(eval_data, settings.eval_samples)
@@ -220,7 +230,25 @@ def collect_data(model, modes, settings, dataset, *, representative_data=None, e
                 "to calibrate ranges we would ship. Give more images from the training split "
                 "(calibration_samples)."
             )
-    if train_data is None and any(mode["fine_tunes"] for mode in modes.values()):
-        train_data = dataset("train_split", training=True, batch_size=FINE_TUNE_BATCH_SIZE)
+    fine_tuning = None
+    if any(mode["fine_tunes"] for mode in modes.values()):
+        train_data, fine_tuning = _fine_tuning_data(model, settings, dataset, num_examples,
+                                                    train_data)
     return ExportData(eval_images, np.asarray(eval_labels).reshape(-1), representative,
-                      train_data)
+                      train_data, fine_tuning)
+
+
+def _fine_tuning_data(model, settings, dataset, num_examples, train_data):
+    """`(training batches, export.settings.FineTuning)`: the given batches (as long as their
+    length says, when known), else the run's training stream for the fine-tuning's epochs."""
+    if train_data is not None:
+        batches = int(train_data.cardinality())  # < 0: infinite or unknown
+        return train_data, settings.fine_tuning(batches if batches > 0 else None, None)
+    examples = num_examples("train_split")
+    batch_size = fine_tune_batch_size(model.num_patches, examples)
+    fine_tuning = settings.fine_tuning(examples // batch_size, batch_size)
+    # Each epoch in its own shuffled order (the training stream's); optimize repeats the
+    # stream when --fine-tune-steps asks for more than whole epochs give.
+    epochs = max(1, -(-fine_tuning.steps // max(1, fine_tuning.batches_per_epoch)))
+    return dataset("train_split", training=True, batch_size=batch_size,
+                   epochs=epochs), fine_tuning

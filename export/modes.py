@@ -94,7 +94,7 @@ def quantization_aware(model, data, settings):
     from export import optimize
 
     qat_model = optimize.quantization_aware_training(
-        model, data.train, **settings.fine_tuning(), integer_friendly=True,
+        model, data.train, **data.fine_tuning.arguments(), integer_friendly=True,
         calibration_images=data.representative)
     return Prepared(qat_model, _logits(qat_model, data.eval_images))
 
@@ -110,7 +110,8 @@ def pruned(model, data, settings):
     from export import optimize
 
     weights, reached = optimize.prune(
-        model, data.train, **settings.fine_tuning(), target_sparsity=settings.target_sparsity)
+        model, data.train, **data.fine_tuning.arguments(),
+        target_sparsity=settings.target_sparsity)
     return _fine_tuned(optimize.with_weights(model, weights), data, sparsity=reached)
 
 
@@ -119,7 +120,7 @@ def clustered(model, data, settings):
     from export import optimize
 
     weights, unique = optimize.cluster(
-        model, data.train, **settings.fine_tuning(),
+        model, data.train, **data.fine_tuning.arguments(),
         number_of_clusters=settings.number_of_clusters)
     return _fine_tuned(optimize.with_weights(model, weights), data,
                        max_unique_weights_per_kernel=unique)
@@ -187,6 +188,12 @@ MODES = {
 
 # What `python -m export.convert` writes without --formats.
 DEFAULT_FORMATS = ("fp32", "fp16", "dynamic_int8", "int8", "qat_int8")
+# Default formats that a model of more parameters than this leaves out, saying so (asked for
+# by name, they run): QAT keeps every activation of its batch and about 8 copies of the
+# weights; B/16 (60 M parameters) peaks at 8.5 GiB, and L/32 and L/16 (207 M, 208 M) would
+# need 23-27 GiB, more than a 24 GiB machine has free (docs/benchmarks.md, "Fine-tuning at
+# scale").
+DEFAULT_MAX_PARAMETERS = {"qat_int8": 100_000_000}
 
 
 def get_mode(name):
@@ -222,11 +229,22 @@ def tfmot_available():
     return True
 
 
-def resolve_formats(formats):
-    """`(format names, {name: MODES row})`; without tfmot, the fine-tuned formats are an error
-    when asked for by name and left out with a warning from the defaults."""
+def resolve_formats(formats, parameters=0):
+    """`(format names, {name: MODES row})` for a model of `parameters` parameters; without
+    tfmot, the fine-tuned formats are an error when asked for by name and left out with a
+    warning from the defaults, as are the defaults above their DEFAULT_MAX_PARAMETERS."""
     requested = formats
     formats = list(formats or (SAVED_MODEL, *DEFAULT_FORMATS))
+    if not requested:
+        too_large = [name for name in formats
+                     if parameters > DEFAULT_MAX_PARAMETERS.get(name, float("inf"))]
+        for name in too_large:
+            log.warning(
+                "%s left out of the default formats: the model has %s parameters, more than "
+                "its bound of %s (its fine-tuning would need about all of a 24 GiB machine's "
+                "memory; docs/benchmarks.md). Ask for it by name (--formats) to export it.",
+                name, f"{parameters:,}", f"{DEFAULT_MAX_PARAMETERS[name]:,}")
+        formats = [name for name in formats if name not in too_large]
     modes = {name: get_mode(name) for name in formats if name != SAVED_MODEL}
     needs_tfmot = [name for name, mode in modes.items() if mode["fine_tunes"]]
     if needs_tfmot and not tfmot_available():

@@ -113,7 +113,9 @@ def _fit(tf_keras_model, train_data, steps, learning_rate, callbacks=()):
         optimizer=tf_keras.optimizers.Adam(learning_rate),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    tf_keras_model.fit(train_data.repeat(), steps_per_epoch=steps, epochs=1, verbose=0,
+    # verbose=1: Keras's progress bar (steps, ETA, loss); a large variant fine-tunes for
+    # minutes, which without it look like a hang.
+    tf_keras_model.fit(train_data.repeat(), steps_per_epoch=steps, epochs=1, verbose=1,
                        callbacks=list(callbacks))
 
 

@@ -251,6 +251,17 @@ def test_export_memory_quick_splits_the_peak_by_export_phase(capsys, tmp_path):
     assert set(record["tflite_bytes"]) == {"fp32", "int8"}
 
 
+def test_export_memory_quick_times_the_fine_tuning_steps(capsys, tmp_path):
+    (record,) = run(export_memory, capsys, tmp_path, "--formats", "qat_int8")
+    assert (record["fine_tune_steps"], record["fine_tune_batch"]) == (3, 2)
+    assert record["fine_tune_step_s"] > 0
+    # The fine-tuning is in its format's first phase; the progress lines split no phase.
+    phases = [phase["phase"] for phase in record["phases"] if phase["phase"].startswith("qat")]
+    assert phases == [f"qat_int8: {step}" for step in (
+        "preparing the graph", "writing the batch-1 SavedModel", "converting",
+        "verifying in LiteRT")]
+
+
 def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):
     (record,) = run(op_profile, capsys, tmp_path, "--precision", "float32", "--step", "train")
     kinds = {op["op"] for op in record["ops"]}

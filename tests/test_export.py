@@ -8,6 +8,7 @@ of the integer-friendly graph is the benchmark's row (benchmarks/tflite_latency.
 """
 
 import json
+import logging
 import os
 import re
 import signal
@@ -593,12 +594,81 @@ def test_command_lines_are_quiet_unless_verbose(killed_then_rerun, digits_test, 
     assert code == 0 and XNNPACK_LINE in verbose, verbose  # what the quiet run dropped
 
 
+def test_command_line_shows_each_format_with_its_time(killed_then_rerun):
+    output = killed_then_rerun[4]
+    for name in ("fp32", "fp16"):
+        lines = re.findall(rf"^{name}: written in \d+\.\d s$", output, re.MULTILINE)
+        assert len(lines) == 1, output
+
+
 def test_command_line_module_imports_no_tensorflow():
     # The console must be set up before TensorFlow loads, so the parsers import nothing heavy.
     code, output = run_bounded([sys.executable, "-c", "import sys, export.cli; "
                                 "print(sorted({'tensorflow', 'keras', 'ai_edge_litert'} "
                                 "& set(sys.modules)))"], timeout=60)
     assert code == 0 and output.strip() == "[]", output
+
+
+# ----------------------------------------------------------------------------- long work
+
+
+def test_fine_tuning_shows_its_length_progress_bar_and_time(run_dir, tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="export")
+    report = convert(str(run_dir), str(tmp_path), ["qat_int8"], eval_samples=50, latency_runs=2)
+    # Two epochs of the 1,433 training digits in whole batches of 64 (tiny: 4 patches each).
+    batches = len(_split(run_dir, "train")[1]) // 64
+    steps = min(300, max(10, 2 * batches))
+    assert (report["fine_tuning"]["steps"], report["fine_tuning"]["batch_size"]) == (steps, 64)
+    assert report["fine_tuning"]["epochs"] == pytest.approx(steps / batches)
+    assert f"{steps}/{steps} [==============================]" in capsys.readouterr().out
+    lines = [record.getMessage() for record in caplog.records
+             if record.levelno == logging.INFO and record.name.startswith("export")]
+    assert lines[0].startswith(
+        f"qat_int8: fine-tuning for {steps} steps of batch 64: {steps / batches:.3g} epochs ")
+    assert re.fullmatch(r"qat_int8: written in \d+\.\d s", lines[1]), lines
+
+
+@pytest.mark.parametrize("batches_per_epoch, given_steps", [
+    (3, None), (22, None), (149, None), (2000, None), (None, None), (2000, 7), (3, 0)])
+def test_fine_tuning_steps_follow_the_split_within_floor_and_cap(batches_per_epoch, given_steps):
+    fine_tuning = ExportSettings(fine_tune_steps=given_steps).fine_tuning(batches_per_epoch, 16)
+    # Two epochs within 10..300 steps, 300 when the split's length is unknown; a given count wins.
+    expected = (given_steps if given_steps is not None else 300 if batches_per_epoch is None
+                else sorted([10, 2 * batches_per_epoch, 300])[1])
+    assert fine_tuning.steps == expected
+    assert fine_tuning.arguments() == {"steps": expected}
+    assert (f"{expected} steps of batch 16" in str(fine_tuning)
+            and ("--fine-tune-steps" in str(fine_tuning)))
+
+
+@pytest.mark.parametrize("variant, image_size, examples", [
+    ("S/16", 224, 10_000), ("B/16", 224, 120), ("S/32", 224, 10_000), ("H/14", 224, 10_000),
+    ("S/16", 224, 5)])
+def test_fine_tuning_batch_holds_the_patches_per_batch(variant, image_size, examples):
+    from export.settings import fine_tune_batch_size
+    from keras_mixer import get_variant
+
+    patches = (image_size // get_variant(variant)["patch_size"]) ** 2
+    # 16 images of 196 patches (S/16 at 224) per batch, at most 64 images and the split's size.
+    expected = min(64, 16 * 196 // patches, examples)
+    assert fine_tune_batch_size(patches, examples) == expected
+
+
+def test_qat_leaves_the_defaults_above_the_size_bound_saying_so(run_dir, tmp_path, monkeypatch,
+                                                                 caplog):
+    parameters = inputs.load_model(str(run_dir)).count_params()
+    monkeypatch.setattr(modes, "DEFAULT_MAX_PARAMETERS", {"qat_int8": parameters - 1})
+    monkeypatch.setattr(modes, "DEFAULT_FORMATS", ("fp32", "qat_int8"))
+    report = convert(str(run_dir), str(tmp_path), eval_samples=50, latency_runs=2)
+    assert set(report["formats"]) == {"saved_model", "fp32"}
+    [notice] = [record.getMessage() for record in caplog.records
+                if record.levelno == logging.WARNING and "qat_int8" in record.getMessage()]
+    assert notice.startswith(f"qat_int8 left out of the default formats: the model has "
+                             f"{parameters:,} parameters, more than its bound of "
+                             f"{parameters - 1:,}") and "\n" not in notice
+    # At the bound it stays, and asked for by name it runs whatever the size.
+    assert "qat_int8" in modes.resolve_formats(None, parameters - 1)[0]
+    assert "qat_int8" in modes.resolve_formats(["qat_int8"], parameters)[0]
 
 
 # ----------------------------------------------------------------------------- faults

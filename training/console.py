@@ -66,8 +66,23 @@ def flush():
     _filter.clear()
 
 
-def configure(verbose=False):
-    """The command lines' logging: our notices at WARNING, TF's native logs off unless verbose."""
+class _NoticeFormatter(logging.Formatter):
+    """Progress lines (INFO and below) as they are; warnings and errors with level and logger."""
+
+    def format(self, record):
+        return record.getMessage() if record.levelno <= logging.INFO else super().format(record)
+
+
+def configure(verbose=False, progress=()):
+    """The command lines' logging: our notices at WARNING, TF's native logs off unless verbose.
+
+    The loggers named in `progress` (e.g. "export") also show their INFO lines, the progress
+    of long work, and with `verbose` their DEBUG lines.
+    """
     if not verbose:
         quiet()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_NoticeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    for name in progress:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
