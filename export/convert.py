@@ -6,7 +6,7 @@
 
 SOURCE is a training run directory or a `.keras` file (export/inputs.py); DIR (local or
 remote, e.g. `gs://`) receives `saved_model/`, `<format>.tflite` for each format (rows of
-export/modes.py), `labels.txt`, `report.json`, `report.md` and `report.png`.
+export/modes.py), `labels.txt`, `preprocessing.json`, `report.json`, `report.md` and `report.png`.
 
 Every `.tflite` is checked before it is written: builtin ops only (no Flex), finite outputs,
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
@@ -38,9 +38,11 @@ import tensorflow as tf
 
 from export import evaluate, inputs, quantizer
 from export.modes import SAVED_MODEL, get_mode, resolve_formats
+from export.predict import PREPROCESSING_FILE
 from export.report import chart_png, markdown_report
 from export.settings import ExportSettings
 from keras_mixer import storage
+from training import config as config_lib
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +292,7 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
     report["accuracy_budget_failures"] = failures
     log.debug("writing the report")
-    _write_report(out_dir, report, class_names)
+    _write_report(out_dir, report, class_names, _preprocessing(run))
     if failures:
         raise AccuracyBudgetError(
             f"Quantized models outside the accuracy budget of {settings.max_accuracy_drop} "
@@ -354,9 +356,17 @@ def _accuracy_budget_failures(report, modes, max_accuracy_drop):
     return failures
 
 
-def _write_report(out_dir, report, class_names):
+def _preprocessing(run):
+    """How an app turns an image file into the model's input, beyond what the .tflite says (its
+    input size and type): the run's evaluation crop (`predict.PREPROCESSING_FILE`)."""
+    config = run.config or {}
+    return {"crop": config.get("eval_crop", config_lib.DEFAULTS["eval_crop"])}
+
+
+def _write_report(out_dir, report, class_names, preprocessing):
     files = {
         "labels.txt": "\n".join(class_names) + "\n",
+        PREPROCESSING_FILE: json.dumps(preprocessing, indent=2) + "\n",
         "report.json": json.dumps(report, indent=2) + "\n",
         "report.md": markdown_report(report),
         "report.png": chart_png(report),

@@ -6,7 +6,8 @@ The app-side steps, in order (the README shows them in Kotlin and Swift):
 1. Decode the image as training did (training/images.py: stored pixels, EXIF orientation not
    applied, alpha dropped, 16-bit values scaled to 0..255), in the model's channels (gray or RGB).
 2. Resize to the input tensor's height and width (bilinear, antialiased, as training's
-   evaluation pipeline does).
+   evaluation pipeline does), or first crop the centre to that aspect ratio where
+   `preprocessing.json` beside the model says `"crop": "center_crop"` (the run's `eval_crop`).
 3. Feed raw pixels 0..255, NHWC, batch 1: as float32 for float models; for integer models
    quantized with the input tensor's scale and zero point, q = round(pixel / scale) + zero_point
    (uint8 input calibrated on 0..255 images has scale 1, zero point 0: the pixels themselves).
@@ -26,6 +27,7 @@ if __name__ == "__main__":  # the command line sets up logging before LiteRT is 
 
     sys.exit(cli.predict_main())
 
+import json
 import os
 
 import numpy as np
@@ -49,6 +51,20 @@ KERAS_FILES = {
 }
 
 
+# Written by export.convert beside the model: the run's evaluation crop. Exports without one
+# resize the whole image, as every run did before the setting existed.
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def load_crop(model_path):
+    """The evaluation crop the model was trained with: "resize" or "center_crop"."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), PREPROCESSING_FILE)
+    if not os.path.isfile(path):
+        return "resize"
+    with open(path) as file:
+        return json.load(file).get("crop", "resize")
+
+
 def load_labels(model_path, labels=None):
     """The class names from `labels` or from `labels.txt` beside the model, or None."""
     path = labels or os.path.join(os.path.dirname(os.path.abspath(model_path)), "labels.txt")
@@ -58,14 +74,14 @@ def load_labels(model_path, labels=None):
         return [line.rstrip("\n") for line in file if line.strip()]
 
 
-def load_image(path, height, width, channels):
+def load_image(path, height, width, channels, crop="resize"):
     """An image file as float32 pixels (height, width, channels) in [0, 255], exactly as the
-    training run's evaluation read it (`training.augment.evaluation_image`, resized whole:
-    training.images states how each kind of file is read)."""
+    training run's evaluation read it (`training.augment.evaluation_image` with the run's
+    `crop`; training.images states how each kind of file is read)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No image at {path!r}.")
     try:
-        pixels = augment.evaluation_image(tf.io.read_file(path), (height, width), channels)
+        pixels = augment.evaluation_image(tf.io.read_file(path), (height, width), channels, crop)
     except tf.errors.InvalidArgumentError as error:  # not an image, truncated, another format
         raise ValueError(
             f"{path!r} is not an image TensorFlow can decode ({images.decode_error(error)}): "
@@ -117,7 +133,8 @@ def predict(model_path, image_paths, *, labels=None, top=5):
     runner = evaluate.interpreter(model, delegate=False)
     _, height, width, channels = runner.get_input_details()[0]["shape"]
     names = load_labels(model_path, labels)
-    images = np.stack([load_image(path, height, width, channels) for path in image_paths])
+    crop = load_crop(model_path)
+    images = np.stack([load_image(path, height, width, channels, crop) for path in image_paths])
     logits = evaluate.predict_logits(model, images)
     logits = logits - logits.max(-1, keepdims=True)
     probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)

@@ -109,6 +109,7 @@ def test_every_format_is_written_with_report_and_labels(exported):
     assert all(f"| {name} |" in markdown for name in FORMATS)
     assert (out_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out_dir / "labels.txt").read_text().split() == [str(d) for d in range(10)]
+    assert json.loads((out_dir / "preprocessing.json").read_text()) == {"crop": "resize"}
     assert not [p for p in os.listdir(out_dir) if p.startswith(".")]  # no temporary leftovers
     for name in TFLITE_FORMATS:
         result = report["formats"][name]
@@ -487,6 +488,30 @@ def test_predict_reads_every_kind_of_image_file_as_training_does(tmp_path, num_c
         np.testing.assert_allclose(pixels[0], want, atol=atol, err_msg=name)
 
 
+def test_predict_crops_as_the_run_evaluated(tmp_path):
+    # A run evaluated on centre crops: predict reads the crop from preprocessing.json beside
+    # the model, as export.convert writes it, and feeds the pixels the test split was fed.
+    from PIL import Image
+
+    from export import predict
+    from training import data, recipes
+
+    photo = tmp_path / "photos" / "test" / "a" / "wide.png"
+    photo.parent.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 30, 3), np.uint8)).save(photo)
+    config = recipes.get_recipe("digits", dataset=str(tmp_path / "photos"), train_split="test",
+                                image_size=[HEIGHT, WIDTH], num_channels=3, eval_crop="center_crop")
+    (pixels, _), = data.make_dataset(config, "test", training=False, batch_size=1)
+    model_dir = tmp_path / "export"
+    model_dir.mkdir()
+    (model_dir / predict.PREPROCESSING_FILE).write_text(json.dumps({"crop": "center_crop"}))
+    crop = predict.load_crop(model_dir / "fp32.tflite")
+    fed = predict.load_image(str(photo), HEIGHT, WIDTH, 3, crop)
+    np.testing.assert_array_equal(fed, pixels[0])
+    whole = predict.load_image(str(photo), HEIGHT, WIDTH, 3)
+    assert np.abs(whole - pixels[0]).max() > 10  # the crop matters for this image
+
+
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
     code = cli.convert_main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
@@ -534,7 +559,8 @@ def test_remote_source_and_output_go_through_storage(run_dir, tmp_path, monkeypa
         tf.io.gfile.copy(str(run_dir / name), f"{source}/{name}", overwrite=True)
     report = convert(source, out, ["saved_model", "fp32"], eval_samples=50, latency_runs=2)
     assert sorted(name.rstrip("/") for name in tf.io.gfile.listdir(out)) == [
-        "fp32.tflite", "labels.txt", "report.json", "report.md", "report.png", "saved_model"]
+        "fp32.tflite", "labels.txt", "preprocessing.json", "report.json", "report.md", "report.png",
+        "saved_model"]
     assert storage.exists(f"{out}/saved_model/saved_model.pb")
     assert report["formats"]["saved_model"]["agreement"] == 1.0
     assert storage.read_json(f"{out}/report.json")["formats"].keys() == {"saved_model", "fp32"}
