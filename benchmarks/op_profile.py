@@ -22,13 +22,13 @@ from benchmarks import common
 def traced_graph(model, batch_size, image_size, step, num_classes):
     """A tf.Graph computing the forward pass (or loss and weight gradients) of `model`."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from training.tensorflow_internals import freeze
 
     forward = tf.function(lambda images: model(images, training=False))
     concrete = forward.get_concrete_function(
         tf.TensorSpec((batch_size, image_size, image_size, 3), tf.float32)
     )
-    frozen = convert_variables_to_constants_v2(concrete)
+    frozen = freeze(concrete)
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(frozen.graph.as_graph_def(), name="")

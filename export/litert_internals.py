@@ -7,12 +7,15 @@ flatbuffer schema would give the ops, but not what the delegate took. A change t
 method fails loudly (a KeyError or AttributeError), so another version is a warning.
 """
 
+import importlib.metadata
+
 from keras_mixer.upstream import check_version
 
 # ai-edge-litert versions on which `ops_details` was checked (tests/test_export.py runs it).
 CHECKED = ("2.3",)
 
-check_version("ai-edge-litert", CHECKED, "export/litert_internals.py (Interpreter._get_ops_details)")
+check_version("ai-edge-litert", importlib.metadata.version("ai-edge-litert"), CHECKED,
+              "export/litert_internals.py (Interpreter._get_ops_details)")
 
 
 def ops_details(interpreter):

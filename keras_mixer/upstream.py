@@ -8,7 +8,6 @@ wrong answer without a word. A version bump is then one fence per package to rev
 tests/test_fences.py fails when private API is used outside them.
 """
 
-import importlib.metadata
 import logging
 
 log = logging.getLogger(__name__)
@@ -18,13 +17,12 @@ class UpstreamVersionError(RuntimeError):
     """An upstream package at a version a fence was not checked on, where that could mislead."""
 
 
-def check_version(distribution, checked, uses, *, wrong_result_possible=False):
-    """Warns, or raises UpstreamVersionError, unless `distribution`'s major.minor is in `checked`.
+def check_version(distribution, installed, checked, uses, *, wrong_result_possible=False):
+    """Warns, or raises UpstreamVersionError, unless `installed`'s major.minor is in `checked`.
 
     Example:
-    >>> check_version("ai-edge-litert", ("2.3",), "export/litert_internals.py (op listing)")
+    >>> check_version("keras", keras.version(), ("3.15",), "training/keras_internals.py")
     """
-    installed = importlib.metadata.version(distribution)
     if ".".join(installed.split(".")[:2]) in checked:
         return
     message = (

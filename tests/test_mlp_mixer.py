@@ -163,12 +163,10 @@ def test_mixed_bfloat16_policy(tiny_config):
 def executed_ops(model, images):
     """(op type, fused ops) of every kernel TensorFlow runs for `model` on `images`, after
     grappler and oneDNN's remapper: what a graph-mode `predict` executes."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
+    from training.tensorflow_internals import freeze
 
     forward = tf.function(lambda x: model(x, training=False))
-    frozen = convert_variables_to_constants_v2(
+    frozen = freeze(
         forward.get_concrete_function(tf.TensorSpec(images.shape, tf.float32))
     )
     graph = tf.Graph()

@@ -7,7 +7,7 @@ stateful generators.
 
 import tensorflow as tf
 
-from training import images
+from training import images, keras_internals
 from training.config import RANDAUGMENT_MAX_MAGNITUDE, uses_dense_labels
 
 # ImageNet-style evaluation: resize so the crop is 87.5% of the shorter side (224 / 256).
@@ -142,8 +142,7 @@ def randaugment_per_image(config):
     if not settings:
         return None
     layer = randaugment_layer(settings, seed=config["seed"])
-    # The layer's op sub-layers, in its own order (a private name: keras pinned in requirements).
-    ops = [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
+    ops = keras_internals.randaugment_ops(layer)
 
     def augment(image, seed):
         choices = tf.random.stateless_uniform(

@@ -23,7 +23,7 @@ not bitwise, equal.
 
 import tensorflow as tf
 
-from training import augment, sources
+from training import augment, sources, tensorflow_internals
 
 # The sources are part of the data contract: `data.open_source(config).class_names`.
 from training.sources import open_source  # noqa: F401
@@ -144,7 +144,7 @@ def _training_examples(
     def epoch_examples(epoch):
         # The data position of a resumed run is just (epoch, step), which the checkpoint records.
         epoch_seed = config["seed"] * EPOCH_SEED_STRIDE + epoch
-        ds = _shuffle(examples, buffer, epoch_seed)
+        ds = tensorflow_internals.shuffle(examples, buffer, epoch_seed, EPOCH_SEED_STRIDE)
         # One stateless seed per example, fixed by (seed, epoch, position in the epoch's
         # order) before sharding and skipping: the same example gets the same crop and
         # shift whatever the number of workers, and after a resume.
@@ -157,24 +157,3 @@ def _training_examples(
         return ds.skip(skipped)
 
     return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_examples)
-
-
-def _shuffle(ds, buffer_size, seed):
-    """`ds.shuffle(buffer_size, seed)` for a seed that is a tensor (the epoch's, in flat_map).
-
-    TF 2.21's `Dataset.shuffle` fails on a tensor seed when the global seed is 0
-    (`random_seed.get_seed` compares `(global, op) == (0, 0)`, a Python bool of a tensor),
-    and `keras.utils.set_random_seed(0)` is the default run's; TF's own shuffle op takes
-    both seeds directly. The second seed is a nonzero constant: (0, 0) would mean "random".
-    """
-    structure = tf.nest.flatten(ds.element_spec)
-    variant = tf.raw_ops.ShuffleDataset(
-        input_dataset=tf.data.experimental.to_variant(ds),
-        buffer_size=tf.cast(buffer_size, tf.int64),
-        seed=tf.cast(seed, tf.int64),
-        seed2=tf.constant(EPOCH_SEED_STRIDE, tf.int64),
-        reshuffle_each_iteration=False,
-        output_types=[spec.dtype for spec in structure],
-        output_shapes=[spec.shape for spec in structure],
-    )
-    return tf.data.experimental.from_variant(variant, ds.element_spec)

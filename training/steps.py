@@ -22,6 +22,8 @@ import itertools
 import keras
 import tensorflow as tf
 
+from training import keras_internals
+
 
 class StepsPerExecution:
     """Runs `steps_per_execution` steps per call, unrolled in one tf.function, and never
@@ -34,9 +36,6 @@ class StepsPerExecution:
     """
 
     def __init__(self, model, step_function, steps_per_pass, jit_compile=False):
-        # Keras's own reduction of per-replica logs (private, but it is what `fit` uses).
-        from keras.src.backend.tensorflow.trainer import reduce_per_replica
-
         strategy = model.distribute_strategy
         self.model, self.steps_per_pass, self.steps_left = model, steps_per_pass, steps_per_pass
 
@@ -49,7 +48,7 @@ class StepsPerExecution:
         def run_steps(iterator, num_steps):
             for _ in range(num_steps):
                 outputs = one_step(next(iterator))
-            return reduce_per_replica(outputs, strategy, reduction="auto")
+            return keras_internals.reduce_per_replica(outputs, strategy)
 
         # One trace per number of steps: steps_per_execution, and the remainder of a pass.
         self.functions = {}

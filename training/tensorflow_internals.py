@@ -1,0 +1,51 @@
+"""The one place the project reaches past TensorFlow's public API.
+
+Each use names its reason; `CHECKED` lists the TensorFlow versions they were checked on
+(requirements.txt's 2.21 and the Cloud TPU pin's 2.20; their tests run in CI on both).
+Another version is refused where a silent change could alter results (the shuffle order of
+every epoch, so a resumed run's data), and a warning elsewhere.
+"""
+
+import tensorflow as tf
+
+from keras_mixer.upstream import check_version
+
+CHECKED = ("2.20", "2.21")
+
+check_version("tensorflow", tf.__version__, CHECKED, "training/tensorflow_internals.py",
+              wrong_result_possible=True)
+
+
+def shuffle(ds, buffer_size, seed, seed2):
+    """`ds.shuffle(buffer_size, seed)` for a `seed` that is a tensor (an epoch's, in flat_map).
+
+    TF 2.21's `Dataset.shuffle` fails on a tensor seed when the global seed is 0
+    (`random_seed.get_seed` compares `(global, op) == (0, 0)`, a Python bool of a tensor),
+    and `keras.utils.set_random_seed(0)` is the default run's; TF's own shuffle op,
+    `tf.raw_ops.ShuffleDataset`, takes both seeds directly. `seed2` must be a nonzero
+    constant: (0, 0) would mean "random".
+    """
+    structure = tf.nest.flatten(ds.element_spec)
+    variant = tf.raw_ops.ShuffleDataset(
+        input_dataset=tf.data.experimental.to_variant(ds),
+        buffer_size=tf.cast(buffer_size, tf.int64),
+        seed=tf.cast(seed, tf.int64),
+        seed2=tf.constant(seed2, tf.int64),
+        reshuffle_each_iteration=False,
+        output_types=[spec.dtype for spec in structure],
+        output_shapes=[spec.shape for spec in structure],
+    )
+    return tf.data.experimental.from_variant(variant, ds.element_spec)
+
+
+def freeze(concrete_function):
+    """`concrete_function` with its variables as constants, as a CPU serving graph has them.
+
+    TensorFlow 2 has no public call for this (`tf.compat.v1.graph_util` freezes TF1 graphs
+    only); `convert_variables_to_constants_v2` is what its own SavedModel tools use.
+    """
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    return convert_variables_to_constants_v2(concrete_function)
