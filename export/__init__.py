@@ -2,7 +2,7 @@
 
 `export.convert.convert(source, out_dir, formats)` writes a SavedModel and one verified
 `.tflite` per format with a report; `export.predict.predict(model, images)` classifies images
-with one through the LiteRT interpreter. See README "Export to TFLite".
+with one through the LiteRT interpreter. See docs/export.md.
 
     settings.py  ExportSettings: what an export is asked for besides its formats
     modes.py     the formats as data, each row's preparation a function

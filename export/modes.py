@@ -35,7 +35,7 @@ Mixer; every report shows them.
   graph would keep one float island of each per LayerNorm, with a QUANTIZE and DEQUANTIZE
   around it.
 
-Measured on the tiny digits Mixer with ai-edge-litert 2.3 (tests/test_export.py; the README
+Measured on the tiny digits Mixer with ai-edge-litert 2.3 (tests/test_export.py; docs/export.md
 has the numbers): all three use builtin ops only and run in the interpreter, so none was left
 out. XNNPACK runs weight_only_int8 and dynamic_int4_blockwise whole (one partition; its int4
 blockwise kernels included) but has no int16 kernels: int16x8 runs on the interpreter's

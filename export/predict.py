@@ -2,7 +2,7 @@
 
     python -m export.predict exports/digits/int8.tflite digit.png [more.png ...] [--top 3]
 
-The app-side steps, in order (the README shows them in Kotlin and Swift):
+The app-side steps, in order (docs/export.md shows them in Kotlin and Swift):
 1. Decode the image as training did (training/images.py: stored pixels, EXIF orientation not
    applied, alpha dropped, 16-bit values scaled to 0..255), in the model's channels (gray or RGB).
 2. Resize to the input tensor's height and width (bilinear, antialiased, as training's
