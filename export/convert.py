@@ -11,7 +11,9 @@ export/modes.py), `labels.txt`, `report.json`, `report.md` and `report.png`.
 Every `.tflite` is checked before it is written: builtin ops only (no Flex), finite outputs,
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
-killed export leaves no half-written file, and the rerun clears what a killed one left.
+killed export leaves no half-written file, and the rerun clears what a killed one left. An
+export that cannot finish (a full disk) says in one line which formats it wrote, and leaves
+no report: an earlier export's report goes when this one starts to replace its files.
 Each phase of each format is logged at INFO as it begins (a large variant takes minutes per
 format; benchmarks/export_memory.py splits the peak memory by these lines).
 """
@@ -23,6 +25,7 @@ if __name__ == "__main__":  # the command line sets up logging before TensorFlow
 
     sys.exit(cli.convert_main())
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -268,20 +271,21 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     log.info("Keras logits on %d evaluation images", len(data.eval_images))
     keras_logits = run.model.predict(data.eval_images, batch_size=256, verbose=0)
     report = _new_report(source_name, run.model, data, keras_logits, settings)
-    for name in formats:
-        if name == SAVED_MODEL:
-            log.info("%s: writing and verifying", name)
-            directory = to_saved_model(run.model, storage.join(out_dir, SAVED_MODEL))
-            result = _verify_saved_model(directory, data.eval_images, keras_logits)
-        else:
-            result = _export_format(name, modes[name], run.model, data, keras_logits, settings,
-                                    out_dir)
-        report["formats"][name] = result
-    _compare_qat_with_ptq(report)
-    failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
-    report["accuracy_budget_failures"] = failures
-    log.info("writing the report")
-    _write_report(out_dir, report, class_names)
+    with _naming_what_was_written(out_dir, report):
+        for name in formats:
+            if name == SAVED_MODEL:
+                log.info("%s: writing and verifying", name)
+                directory = to_saved_model(run.model, storage.join(out_dir, SAVED_MODEL))
+                result = _verify_saved_model(directory, data.eval_images, keras_logits)
+            else:
+                result = _export_format(name, modes[name], run.model, data, keras_logits,
+                                        settings, out_dir)
+            report["formats"][name] = result
+        _compare_qat_with_ptq(report)
+        failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
+        report["accuracy_budget_failures"] = failures
+        log.info("writing the report")
+        _write_report(out_dir, report, class_names)
     if failures:
         raise AccuracyBudgetError(
             f"Quantized models outside the accuracy budget of {settings.max_accuracy_drop} "
@@ -351,3 +355,29 @@ def _write_report(out_dir, report, class_names):
     }
     for name, content in files.items():
         storage.write_atomically(storage.join(out_dir, name), content)
+
+
+REPORT_FILES = ("report.json", "report.md", "report.png")
+
+
+def _remove_report(out_dir):
+    for name in REPORT_FILES:
+        if storage.exists(storage.join(out_dir, name)):
+            storage.remove(storage.join(out_dir, name))
+
+
+@contextlib.contextmanager
+def _naming_what_was_written(out_dir, report):
+    """Makes an export that cannot finish (a full disk) say which formats it wrote, and leave
+    no report that claims more: an earlier export's report goes before the first file is
+    replaced, and a report this export could write only in part goes too."""
+    _remove_report(out_dir)
+    try:
+        with storage.writing(out_dir):
+            yield
+    except storage.StorageError as error:
+        _remove_report(out_dir)
+        written = ", ".join(result["file"] for result in report["formats"].values())
+        raise storage.StorageError(
+            f"{error} This export wrote {written or 'no format'} to {out_dir}, and no report."
+        ) from None
