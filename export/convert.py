@@ -373,7 +373,7 @@ def _naming_what_was_written(out_dir, report):
     replaced, and a report this export could write only in part goes too."""
     _remove_report(out_dir)
     try:
-        with storage.writing(out_dir):
+        with storage.writing(out_dir, space_only=True):
             yield
     except storage.StorageError as error:
         _remove_report(out_dir)

@@ -79,17 +79,21 @@ def _file_system_error(error):
 
 
 @contextlib.contextmanager
-def writing(path):
+def writing(path, space_only=False):
     """Turns a file-system error raised in the block (no space, no permission) into one
     StorageError line naming the file and the reason: the file the error names, else `path`
-    (also in place of a partial file's name)."""
+    (also in place of a partial file's name).
+
+    `space_only`: only a lack of space, for a block that also reads (a training run, an
+    export): there a permission error may be a read's, which "cannot write" would misname.
+    """
     try:
         yield
     except StorageError:
         raise
     except Exception as error:  # OSError, or tf.errors.* from tf.io.gfile and the converters
         found = _file_system_error(error)
-        if found is None:
+        if found is None or (space_only and found[0] != _NO_SPACE):
             raise
         reason, named = found
         if named is None or _PARTIAL in named:  # a partial name: the file it would become

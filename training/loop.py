@@ -64,7 +64,7 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
         return _run(config, run_dir, placement, verbose, callbacks)
     # A second run on the directory stops at the lease. A full disk is one line naming the
     # file, also for the files Keras writes (TensorBoard events, history.csv).
-    with RunLease(run_dir) as lease, storage.writing(run_dir):
+    with RunLease(run_dir) as lease, storage.writing(run_dir, space_only=True):
         return _run(config, run_dir, placement, verbose, [*callbacks, lease])
 
 
