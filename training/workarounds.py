@@ -1,4 +1,4 @@
-"""Patches for Keras (and h5py) bugs that training hits, each on one model or callback instance only.
+"""Patches for Keras (and h5py) bugs that training hits, each on one model or callback only.
 
 Each names its bug and the Keras version it was written for (`WRITTEN_FOR`, the version
 requirements.txt pins). On a newer Keras they are still applied, with a warning to check
