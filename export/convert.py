@@ -13,7 +13,7 @@ then measured in the LiteRT interpreter against the Keras model (export/evaluate
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
 killed export leaves no half-written file, and the rerun clears what a killed one left. An
 export that cannot finish (a full disk) says in one line which formats it wrote, and leaves
-no report: an earlier export's report goes when this one starts to replace its files.
+no report that claims more (an earlier export's report goes once this one replaced a file).
 Each phase of each format is logged at INFO as it begins (a large variant takes minutes per
 format; benchmarks/export_memory.py splits the peak memory by these lines).
 """
@@ -369,15 +369,17 @@ def _remove_report(out_dir):
 @contextlib.contextmanager
 def _naming_what_was_written(out_dir, report):
     """Makes an export that cannot finish (a full disk) say which formats it wrote, and leave
-    no report that claims more: an earlier export's report goes before the first file is
-    replaced, and a report this export could write only in part goes too."""
-    _remove_report(out_dir)
+    no report that claims more. Once it has written a format, the report in `out_dir` (an
+    earlier export's, which describes a file this one replaced, or the part of its own it
+    could write) goes; before that, the earlier export is intact, its report with it."""
     try:
         with storage.writing(out_dir, space_only=True):
             yield
     except storage.StorageError as error:
-        _remove_report(out_dir)
+        if report["formats"]:
+            _remove_report(out_dir)
         written = ", ".join(result["file"] for result in report["formats"].values())
         raise storage.StorageError(
-            f"{error} This export wrote {written or 'no format'} to {out_dir}, and no report."
+            f"{error} This export wrote {written} to {out_dir}, and no report." if written
+            else f"{error} This export wrote nothing to {out_dir}: what was there is as it was."
         ) from None

@@ -174,17 +174,25 @@ def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
     (out / "report.json").write_text('{"formats": {"int8": {}}}')  # an earlier export's
     open_file = tf.io.gfile.GFile
 
-    def full_at_the_chart(path, mode="r"):  # as TensorFlow's file layer fails on a full disk
-        if "w" in mode and path.endswith("report.png"):
-            raise tf.errors.ResourceExhaustedError(None, None, f"{path}; No space left on device")
-        return open_file(path, mode)
+    def export_on_a_disk_full_at(name):  # as TensorFlow's file layer fails on a full disk
+        def full_at(path, mode="r"):
+            if "w" in mode and path.endswith(name):
+                no_space = f"{path}; No space left on device"
+                raise tf.errors.ResourceExhaustedError(None, None, no_space)
+            return open_file(path, mode)
 
-    monkeypatch.setattr(tf.io.gfile, "GFile", full_at_the_chart)
-    with pytest.raises(storage.StorageError) as error:
-        convert.convert(run_dir, str(out), ["fp32", "fp16"], eval_samples=32)
-    assert str(error.value).startswith(
-        f"cannot write '{out / 'report.png'}': no space left on the device.")
-    assert str(error.value).endswith(
-        f"This export wrote fp32.tflite, fp16.tflite to {out}, and no report.")
-    # The formats it wrote and the class names; no report.json, the earlier one's nor its own.
+        monkeypatch.setattr(tf.io.gfile, "GFile", full_at)
+        with pytest.raises(storage.StorageError) as error:
+            convert.convert(run_dir, str(out), ["fp32", "fp16"], eval_samples=32)
+        assert str(error.value).startswith(
+            f"cannot write '{out / name}': no space left on the device.")
+        return str(error.value)
+
+    # Full at the first format: nothing replaced, the earlier export is as it was.
+    message = export_on_a_disk_full_at("fp32.tflite")
+    assert message.endswith(f"This export wrote nothing to {out}: what was there is as it was.")
+    assert os.listdir(out) == ["report.json"]
+    # Full at the chart: the formats it wrote, and no report (the earlier one's nor its own).
+    message = export_on_a_disk_full_at("report.png")
+    assert message.endswith(f"This export wrote fp32.tflite, fp16.tflite to {out}, and no report.")
     assert sorted(os.listdir(out)) == ["fp16.tflite", "fp32.tflite", "labels.txt"]
