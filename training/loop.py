@@ -44,7 +44,8 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
         config: dict. A run config, e.g. `training.recipes.get_recipe("digits", epochs=5)`;
             checked (training/config.py) before anything is written.
         run_dir: str. Where to write, local or remote (gs://); defaults to `runs/<recipe>`.
-            A directory holding a checkpoint of the same run resumes from it.
+            A directory holding a checkpoint of the same run resumes from it; one that
+            another live run holds is refused (RunDirInUseError, training/lease.py).
         strategy: where the replicas live (training/placement.py): a tf.distribute.Strategy
             under TensorFlow, a keras.distribution.Distribution under JAX. Defaults to what
             training/strategy.py or training/distribution.py picks for the machine.
