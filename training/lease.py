@@ -144,7 +144,7 @@ class RunLease(keras.callbacks.Callback):
 
     def __exit__(self, *exc_info):
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=HEARTBEAT_S)  # a heartbeat stuck on the network: go on
         self._release()
 
     def _beat(self):
