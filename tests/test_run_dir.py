@@ -76,6 +76,25 @@ def test_a_live_lease_refuses_and_a_dead_holders_lease_is_taken_over(tmp_path, c
         assert not path.exists()  # freed when the run ended
 
 
+def test_the_holder_renews_its_heartbeat_and_stops_once_taken_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.2)
+    path = tmp_path / "lease.json"
+
+    def heartbeat():
+        return datetime.datetime.fromisoformat(json.loads(path.read_text())["heartbeat"])
+
+    with lease.RunLease(str(tmp_path)) as held:
+        first = heartbeat()
+        time.sleep(2.5)
+        assert heartbeat() > first
+        # Another run found this one stalled and took the directory over.
+        path.write_text(json.dumps(a_lease("other-host", 9, 0)))
+        time.sleep(1)
+        with pytest.raises(RunDirInUseError, match=r"was taken over by pid 9 on host other-host"):
+            held.on_train_batch_end(0)
+    assert json.loads(path.read_text())["host"] == "other-host"  # not this run's to remove
+
+
 def test_a_second_run_stops_at_once_naming_the_holder(data_dir, tmp_path, capsys, caplog):
     run_dir = tmp_path / "run"
     arguments = ["--run-dir", str(run_dir), "--data-dir", data_dir, *CLI]
