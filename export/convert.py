@@ -11,7 +11,9 @@ export/modes.py), `labels.txt`, `preprocessing.json`, `report.json`, `report.md`
 Every `.tflite` is checked before it is written: builtin ops only (no Flex), finite outputs,
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
 file is written through keras_mixer.storage (a partial name, then a rename), so a failed or
-killed export leaves no half-written file, and the rerun clears what a killed one left.
+killed export leaves no half-written file, and the rerun clears what a killed one left. An
+export that cannot finish (a full disk) says in one line which formats it wrote, and leaves
+no report that claims more (an earlier export's report goes once this one replaced a file).
 Each format's time is logged at INFO once it is written; a fine-tuned format first logs how
 long it fine-tunes, then shows Keras's progress bar (the command lines show them: a large
 variant takes minutes per format). Each phase of each format is logged at DEBUG as it begins
@@ -25,6 +27,7 @@ if __name__ == "__main__":  # the command line sets up logging before TensorFlow
 
     sys.exit(cli.convert_main())
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -277,22 +280,23 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     log.debug("Keras logits on %d evaluation images", len(data.eval_images))
     keras_logits = run.model.predict(data.eval_images, batch_size=256, verbose=0)
     report = _new_report(source_name, run.model, data, keras_logits, settings)
-    for name in formats:
-        start = time.perf_counter()
-        if name == SAVED_MODEL:
-            log.debug("%s: writing and verifying", name)
-            directory = to_saved_model(run.model, storage.join(out_dir, SAVED_MODEL))
-            result = _verify_saved_model(directory, data.eval_images, keras_logits)
-        else:
-            result = _export_format(name, modes[name], run.model, data, keras_logits, settings,
-                                    out_dir)
-        report["formats"][name] = result
-        log.info("%s: written in %.1f s", name, time.perf_counter() - start)
-    _compare_qat_with_ptq(report)
-    failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
-    report["accuracy_budget_failures"] = failures
-    log.debug("writing the report")
-    _write_report(out_dir, report, class_names, _preprocessing(run))
+    with _naming_what_was_written(out_dir, report):
+        for name in formats:
+            start = time.perf_counter()
+            if name == SAVED_MODEL:
+                log.debug("%s: writing and verifying", name)
+                directory = to_saved_model(run.model, storage.join(out_dir, SAVED_MODEL))
+                result = _verify_saved_model(directory, data.eval_images, keras_logits)
+            else:
+                result = _export_format(name, modes[name], run.model, data, keras_logits,
+                                        settings, out_dir)
+            report["formats"][name] = result
+            log.info("%s: written in %.1f s", name, time.perf_counter() - start)
+        _compare_qat_with_ptq(report)
+        failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
+        report["accuracy_budget_failures"] = failures
+        log.debug("writing the report")
+        _write_report(out_dir, report, class_names, _preprocessing(run))
     if failures:
         raise AccuracyBudgetError(
             f"Quantized models outside the accuracy budget of {settings.max_accuracy_drop} "
@@ -373,3 +377,31 @@ def _write_report(out_dir, report, class_names, preprocessing):
     }
     for name, content in files.items():
         storage.write_atomically(storage.join(out_dir, name), content)
+
+
+REPORT_FILES = ("report.json", "report.md", "report.png")
+
+
+def _remove_report(out_dir):
+    for name in REPORT_FILES:
+        if storage.exists(storage.join(out_dir, name)):
+            storage.remove(storage.join(out_dir, name))
+
+
+@contextlib.contextmanager
+def _naming_what_was_written(out_dir, report):
+    """Makes an export that cannot finish (a full disk) say which formats it wrote, and leave
+    no report that claims more. Once it has written a format, the report in `out_dir` (an
+    earlier export's, which describes a file this one replaced, or the part of its own it
+    could write) goes; before that, the earlier export is intact, its report with it."""
+    try:
+        with storage.writing(out_dir, space_only=True):
+            yield
+    except storage.StorageError as error:
+        if report["formats"]:
+            _remove_report(out_dir)
+        written = ", ".join(result["file"] for result in report["formats"].values())
+        raise storage.StorageError(
+            f"{error} This export wrote {written} to {out_dir}, and no report." if written
+            else f"{error} This export wrote nothing to {out_dir}: what was there is as it was."
+        ) from None

@@ -5,32 +5,105 @@ Every path may be local or a filesystem TensorFlow knows (`gs://`, `ram://`, ...
 path that may be remote.
 
 Writes are atomic: content goes to a hidden partial file beside the target
-(`.partial-PID-XXXX.NAME`: the name's own suffix stays last, as Keras and h5py require of
-the files they write), then is renamed over it, so a SIGKILL at any moment leaves either the
-previous file or the new one, never half of one. A successful write also removes the
-partials that killed writers of the same name left behind. Libraries that can only write
-local files (h5py, Keras's zip writer, the TFLite converter) write the partial file itself
-when the target is local, and into a local scratch folder when it is remote (`staged_file`,
-`staged_dir`); scratch folders live in the system temp folder as `keras-mixer-PID-XXXX`,
-and the next one made removes those of processes that no longer run.
+(`.partial-HOST-PID-XXXXXX.NAME`: the name's own suffix stays last, as Keras and h5py require
+of the files they write), then is renamed over it, so a SIGKILL at any moment leaves either
+the previous file or the new one, never half of one. A successful write also removes the
+partials of the same name that dead writers left behind, and only those: a live writer's
+partial (another process writing the same file) is left to it. A writer on this host is
+dead when its process is gone; one on another host (a shared `gs://` folder) cannot be
+asked, so its partial counts as abandoned once it has not changed for ABANDONED_AFTER_S.
+Libraries that can only write local files (h5py, Keras's zip writer, the TFLite converter)
+write the partial file itself when the target is local, and into a local scratch folder when
+it is remote (`staged_file`, `staged_dir`); scratch folders live in the system temp folder
+as `keras-mixer-PID-XXXX`, and the next one made removes those of processes that no longer
+run.
+
+A write that fails for a reason of the file system (no space left, no permission, a
+read-only disk) raises StorageError naming the path and the reason, in one line; the
+partial file is removed, so the previous file stays as it was.
 """
 
 import contextlib
+import errno
 import json
 import os
 import posixpath
 import re
 import secrets
 import shutil
+import socket
 import tempfile
+import time
 
 SCRATCH_PREFIX = "keras-mixer-"
 _PARTIAL = ".partial-"  # a partial file's name starts with it: hidden
+# A partial file of another host that has not changed for this long is a dead writer's: a live
+# writer renames its partial as soon as it is complete, and an upload lands whole on gs://.
+ABANDONED_AFTER_S = 3600
+# The file-system errors a user fixes (free space, permissions, another disk), whatever
+# raises them: Python (OSError.errno) or TensorFlow (whose message ends "PATH; <strerror>").
+_NO_SPACE = "no space left on the device"
+_USER_FIXABLE = (
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOTDIR,
+)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 class StorageError(OSError):
     """A path that cannot be read or written as asked; the message names it and the fix."""
+
+
+def host():
+    """This machine's name as partial files and run leases record it."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _file_system_error(error):
+    """`(reason, path)` for an error a user fixes in the file system (reason e.g. "no space
+    left on the device"; path the file as the error names it, or None); None for any other."""
+    import tensorflow as tf
+
+    if isinstance(error, OSError):
+        code, path = error.errno, error.filename
+    elif isinstance(error, tf.errors.OpError):  # its message holds "PATH; <strerror>"
+        found = (re.search(rf"(\S+); {re.escape(os.strerror(c))}", error.message)
+                 for c in _USER_FIXABLE)
+        code, path = next(((c, m[1]) for c, m in zip(_USER_FIXABLE, found) if m), (None, None))
+        if code is None and isinstance(error, tf.errors.PermissionDeniedError):  # gs:// IAM
+            return f"permission denied ({' '.join(error.message.split())})", None
+    else:
+        return None
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return _NO_SPACE, path
+    return (os.strerror(code).lower(), path) if code in _USER_FIXABLE else None
+
+
+@contextlib.contextmanager
+def writing(path, space_only=False):
+    """Turns a file-system error raised in the block (no space, no permission) into one
+    StorageError line naming the file and the reason: the file the error names, else `path`
+    (also in place of a partial file's name).
+
+    `space_only`: only a lack of space, for a block that also reads (a training run, an
+    export): there a permission error may be a read's, which "cannot write" would misname.
+    """
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as error:  # OSError, or tf.errors.* from tf.io.gfile and the converters
+        found = _file_system_error(error)
+        if found is None or (space_only and found[0] != _NO_SPACE):
+            raise
+        reason, named = found
+        if named is None or _PARTIAL in named:  # a partial name: the file it would become
+            named = path
+        fix = ("Free space there or choose another folder" if reason == _NO_SPACE
+               else "Choose a folder you can write to")
+        raise StorageError(
+            f"cannot write {os.fspath(named)!r}: {reason}. {fix}, then run the command "
+            "again (the files already there are intact)."
+        ) from None
 
 
 def _gfile():
@@ -80,7 +153,8 @@ def isdir(path):
 
 
 def makedirs(path):
-    _gfile().makedirs(os.fspath(path))
+    with writing(path):
+        _gfile().makedirs(os.fspath(path))
 
 
 def read_bytes(path):
@@ -98,30 +172,72 @@ def read_json(path):
 
 
 def _partial_name(path):
-    return join(dirname(path), f"{_PARTIAL}{os.getpid()}-{secrets.token_hex(3)}.{basename(path)}")
+    token = secrets.token_hex(3)
+    return join(dirname(path), f"{_PARTIAL}{host()}-{os.getpid()}-{token}.{basename(path)}")
+
+
+def pid_alive(pid):
+    """Whether the process `pid` of this host runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _last_change_s(path):
+    """Seconds since `path` (a file, or the newest file of a folder) last changed; None where
+    the file system keeps no times (ram://)."""
+    gfile = _gfile()
+    if gfile.isdir(path):
+        files = [join(root, name) for root, _, names in gfile.walk(path) for name in names]
+    else:
+        files = [path]
+    newest = max((gfile.stat(file).mtime_nsec for file in files), default=0)
+    return time.time() - newest / 1e9 if newest else None
+
+
+def _abandoned(partial, candidate):
+    """Whether the partial file `candidate` (its name matched by `partial`) is a dead writer's."""
+    if partial["host"] in (None, host()):  # None: named before hosts were (pid only)
+        return not pid_alive(int(partial["pid"]))
+    age = _last_change_s(candidate)
+    return age is not None and age > ABANDONED_AFTER_S
 
 
 def _remove_partials(path):
-    """Removes the partial files or folders of `path` that earlier, killed writers left."""
+    """Removes the partial files or folders of `path` that dead writers left (not those of
+    live ones: each writer renames or removes its own)."""
+    import tensorflow as tf
+
     gfile, directory = _gfile(), dirname(path)
-    partial = re.compile(rf"^{re.escape(_PARTIAL)}\d+-[0-9a-f]+\.{re.escape(basename(path))}$")
+    pattern = re.compile(
+        rf"^{re.escape(_PARTIAL)}(?:(?P<host>.+?)-)?(?P<pid>\d+)-[0-9a-f]{{6}}"
+        rf"\.{re.escape(basename(path))}$"
+    )
     if not gfile.isdir(directory):
         return
     for name in gfile.listdir(directory):
-        candidate = join(directory, name.rstrip("/"))
-        if partial.match(name.rstrip("/")):
-            (gfile.rmtree if gfile.isdir(candidate) else gfile.remove)(candidate)
+        partial, candidate = pattern.match(name.rstrip("/")), join(directory, name.rstrip("/"))
+        try:
+            if partial and _abandoned(partial, candidate):
+                (gfile.rmtree if gfile.isdir(candidate) else gfile.remove)(candidate)
+        except tf.errors.NotFoundError:  # its writer renamed or removed it meanwhile
+            pass
 
 
 @contextlib.contextmanager
 def _published(path):
     """Yields the partial name to fill; on success renames it over `path` (local or remote)."""
     gfile, path = _gfile(), os.fspath(path)
-    gfile.makedirs(dirname(path))
     partial = _partial_name(path)
     try:
-        yield partial
-        gfile.rename(partial, path, overwrite=True)
+        with writing(path):
+            gfile.makedirs(dirname(path))
+            yield partial
+            gfile.rename(partial, path, overwrite=True)
     except BaseException:
         if gfile.exists(partial):
             gfile.remove(partial)
@@ -148,14 +264,15 @@ def write_json(path, value):
     return write_atomically(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def remove(path):
+    _gfile().remove(os.fspath(path))
+
+
+def remove_empty_dir(path):
+    """Removes the folder `path` if it holds nothing."""
+    gfile = _gfile()
+    if gfile.isdir(path) and not gfile.listdir(path):
+        gfile.rmtree(os.fspath(path))
 
 
 @contextlib.contextmanager
@@ -167,11 +284,13 @@ def scratch_dir():
     root = tempfile.gettempdir()
     for name in os.listdir(root):
         match = re.match(rf"^{SCRATCH_PREFIX}(\d+)-", name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    directory = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=root)
+    with writing(root):
+        directory = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=root)
     try:
-        yield directory
+        with writing(directory):
+            yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -218,21 +337,31 @@ def staged_dir(path, entry_file=None):
     `saved_model.pb`) last, so that a folder with its entry file is always complete.
     """
     gfile, path = _gfile(), os.fspath(path)
-    gfile.makedirs(dirname(path))
-    if not is_remote(path):
-        partial = _partial_name(path)
-        os.makedirs(partial)
-        previous = _partial_name(path)
-        try:
-            yield partial
-            os.chmod(partial, 0o755)
-            if os.path.isdir(path):
-                os.replace(path, previous)
-            os.replace(partial, path)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-        _remove_partials(path)
-        return
+    with writing(path):
+        gfile.makedirs(dirname(path))
+        if is_remote(path):
+            yield from _staged_remote_dir(path, entry_file)
+        else:
+            yield from _staged_local_dir(path)
+    _remove_partials(path)
+
+
+def _staged_local_dir(path):
+    partial, previous = _partial_name(path), _partial_name(path)
+    os.makedirs(partial)
+    try:
+        yield partial
+        os.chmod(partial, 0o755)
+        if os.path.isdir(path):
+            os.replace(path, previous)
+        os.replace(partial, path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _staged_remote_dir(path, entry_file):
+    gfile = _gfile()
     with scratch_dir() as scratch:
         local = os.path.join(scratch, basename(path))
         os.makedirs(local)
@@ -256,7 +385,6 @@ def staged_dir(path, entry_file=None):
             gfile.makedirs(posixpath.dirname(target))
             gfile.rename(posixpath.join(partial, relative), target, overwrite=True)
         gfile.rmtree(partial)
-        _remove_partials(path)
 
 
 def check_writable(directory, what="--out"):
@@ -271,7 +399,8 @@ def check_writable(directory, what="--out"):
             file.write("")
         gfile.remove(probe)
     except Exception as error:  # gfile raises tf.errors.*, OSError, PermissionError
-        reason = getattr(error, "strerror", None) or getattr(error, "message", None) or error
+        reason = ((_file_system_error(error) or [None])[0] or getattr(error, "strerror", None)
+                  or getattr(error, "message", None) or error)
         raise StorageError(
             f"cannot write to {directory!r} ({reason}): choose a folder you can write to "
             f"for {what}."

@@ -67,14 +67,15 @@ class StepBackup(keras.callbacks.Callback):
             self.saved_step = step
             return
         self.saved_step = step
-        with storage.staged_file(self.path) as local, workarounds.saving_on_one_host():
-            self.model.save_weights(local)
-            with h5py.File(local, "a") as h5:
-                group = h5.create_group(_SEED_STATES)
-                for index, variable in enumerate(_seed_states(self.model)):
-                    group.create_dataset(f"{index:04d}", data=np.asarray(variable.numpy()))
-                # A dataset, not an attribute: attributes stop at 64 KB (a long run's history).
-                h5.create_dataset(_HISTORY, data=json.dumps(self.history))
+        with workarounds.saving_on_one_host():
+            checkpoint = workarounds.weights_h5(self.model)  # in memory: h5py/h5py#914
+        with h5py.File(checkpoint, "a") as h5:
+            group = h5.create_group(_SEED_STATES)
+            for index, variable in enumerate(_seed_states(self.model)):
+                group.create_dataset(f"{index:04d}", data=np.asarray(variable.numpy()))
+            # A dataset, not an attribute: attributes stop at 64 KB (a long run's history).
+            h5.create_dataset(_HISTORY, data=json.dumps(self.history))
+        storage.write_atomically(self.path, checkpoint.getvalue())
         position = {
             "step": step,
             "epoch": step // self.steps_per_epoch,

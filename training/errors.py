@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """A dataset that cannot be read as configured; the message says how to fix it."""
+
+
+class RunDirInUseError(RuntimeError):
+    """Another run holds the run directory (training/lease.py)."""

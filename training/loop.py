@@ -24,6 +24,7 @@ from training import run_dir as run_dir_lib
 from training.checkpointing import CHECKPOINT, StepBackup
 from training.config import uses_dense_labels
 from training.errors import ConfigError
+from training.lease import RunLease
 from training.optimization import make_loss_and_metrics, make_optimizer
 from training.placement import get_placement, resolve_backend
 from training.steps import EpochSteps
@@ -43,7 +44,8 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
         config: dict. A run config, e.g. `training.recipes.get_recipe("digits", epochs=5)`;
             checked (training/config.py) before anything is written.
         run_dir: str. Where to write, local or remote (gs://); defaults to `runs/<recipe>`.
-            A directory holding a checkpoint of the same run resumes from it.
+            A directory holding a checkpoint of the same run resumes from it; one that
+            another live run holds is refused (RunDirInUseError, training/lease.py).
         strategy: where the replicas live (training/placement.py): a tf.distribute.Strategy
             under TensorFlow, a keras.distribution.Distribution under JAX. Defaults to what
             training/strategy.py or training/distribution.py picks for the machine.
@@ -59,6 +61,15 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
     if storage.exists(run_dir) and not storage.isdir(run_dir):
         raise ConfigError(f"--run-dir {run_dir!r} is a file: choose a folder for the run.")
     placement = get_placement(config, strategy)
+    if not placement.chief:  # the chief alone writes the directory, and holds its lease
+        return _run(config, run_dir, placement, verbose, callbacks)
+    # A second run on the directory stops at the lease. A full disk is one line naming the
+    # file, also for the files Keras writes (TensorBoard events, history.csv).
+    with RunLease(run_dir) as lease, storage.writing(run_dir, space_only=True):
+        return _run(config, run_dir, placement, verbose, [*callbacks, lease])
+
+
+def _run(config, run_dir, placement, verbose, callbacks):
     chief = placement.chief
     resuming = storage.exists(storage.join(run_dir, run_dir_lib.BACKUP, CHECKPOINT))
     previous = run_dir_lib.read_info(run_dir) if resuming else None
@@ -75,7 +86,6 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
         with placement.scope():  # the model and its optimizer live there
             model = compiled_model(config, info, placement)  # an --init checkpoint is checked
         if chief:
-            storage.check_writable(run_dir, "--run-dir")
             storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.CONFIG), config)
             storage.write_json(run_dir_lib.path(run_dir, run_dir_lib.INFO), info)
         with placement.fit_scope():

@@ -14,6 +14,7 @@
     backup/              the checkpoint a restarted run resumes from
     logs/                TensorBoard events and history.csv
     training_curves.png  loss and accuracy per epoch
+    lease.json           while a run runs: which run holds the directory (training/lease.py)
 
 The directory may be local or remote (`gs://`): every file goes through keras_mixer.storage,
 and each is written atomically.
@@ -28,6 +29,7 @@ METRICS = "metrics.json"
 BACKUP = "backup"
 LOGS = "logs"
 CURVES = "training_curves.png"
+LEASE = "lease.json"
 
 
 def path(run_dir, name):

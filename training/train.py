@@ -184,7 +184,7 @@ def main(argv=None):
     from keras_mixer.checkpoint import CheckpointError
     from keras_mixer.presets import PresetError
     from keras_mixer.storage import StorageError
-    from training.errors import ConfigError, DataError
+    from training.errors import ConfigError, DataError, RunDirInUseError
     from training.strategy import StrategyError
 
     args = parse_args(argv)
@@ -192,7 +192,7 @@ def main(argv=None):
         run_dir = run(config_from_args(args), args.run_dir)
     except (
         ConfigError, DataError, StrategyError, CheckpointError, PresetError, StorageError,
-        NonFiniteLossError,
+        NonFiniteLossError, RunDirInUseError,
     ) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

@@ -1,4 +1,4 @@
-"""Patches for Keras bugs that training hits, each on one model or callback instance only.
+"""Patches for Keras (and h5py) bugs that training hits, each on one model or callback only.
 
 Each names its bug and the Keras version it was written for (`WRITTEN_FOR`, the version
 requirements.txt pins). On a newer Keras they are still applied, with a warning to check
@@ -8,6 +8,7 @@ once its bug is fixed in the pinned Keras.
 """
 
 import contextlib
+import io
 import logging
 
 import keras
@@ -128,3 +129,25 @@ def saving_on_one_host():
         yield
     finally:
         keras.distribution.set_distribution(distribution)
+
+
+def weights_h5(model):
+    """`model.save_weights(...)`'s `.weights.h5` as an in-memory file (io.BytesIO).
+
+    HDF5 cannot close a file after a write to it failed (a full disk): h5py prints "Can't
+    decrement id ref count" for each open object, and HDF5's exit handler then crashes the
+    process with SIGSEGV (h5py/h5py#914, #2160; seen with h5py 3.14, HDF5 1.14.6). Built in
+    memory, the checkpoint meets the disk as plain bytes through keras_mixer.storage, where a
+    failed write is an ordinary error. Keras 3.15's `save_weights` takes paths only, so this
+    runs what it runs (saving_lib.save_weights_only) on the BytesIO its H5IOStore accepts.
+    """
+    from keras.src.saving import saving_lib
+
+    _check_version("h5py/h5py#914 (save_weights built in memory)")
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(
+        model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+    )
+    store.close()
+    return buffer
