@@ -214,4 +214,5 @@ def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
     # Full at the chart: the formats it wrote, and no report (the earlier one's nor its own).
     message = export_on_a_disk_full_at("report.png")
     assert message.endswith(f"This export wrote fp32.tflite, fp16.tflite to {out}, and no report.")
-    assert sorted(os.listdir(out)) == ["fp16.tflite", "fp32.tflite", "labels.txt"]
+    assert sorted(os.listdir(out)) == [
+        "fp16.tflite", "fp32.tflite", "labels.txt", "preprocessing.json"]

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from keras_mixer import storage
-from training import workarounds
+from training import keras_internals, workarounds
 
 CHECKPOINT = "checkpoint.weights.h5"
 STEP = "step.json"
@@ -68,7 +68,7 @@ class StepBackup(keras.callbacks.Callback):
             return
         self.saved_step = step
         with workarounds.saving_on_one_host():
-            checkpoint = workarounds.weights_h5(self.model)  # in memory: h5py/h5py#914
+            checkpoint = keras_internals.weights_h5(self.model)  # in memory: h5py/h5py#914
         with h5py.File(checkpoint, "a") as h5:
             group = h5.create_group(_SEED_STATES)
             for index, variable in enumerate(_seed_states(self.model)):

@@ -1,15 +1,13 @@
-"""Patches for Keras (and h5py) bugs that training hits, each on one model or callback only.
+"""Patches for Keras bugs that training hits, each on one model or callback only.
 
-Each names its bug and the Keras version it was written for (`WRITTEN_FOR`, the version
-requirements.txt pins). On a newer Keras they are still applied, with a warning to check
-whether the bug is fixed; the tests that exercise them (tests/test_training.py: the
-multi-worker, mirrored and ram:// runs) fail if a patch is no longer right. Delete a patch
+Each names its bug. They were written for the Keras versions training/keras_internals.py
+checks (`CHECKED`), which refuses any other at import: a Keras upgrade is reviewed there and
+here together. The tests that exercise the patches (tests/test_training.py: the
+multi-worker, mirrored and ram:// runs) fail if one is no longer right. Delete a patch
 once its bug is fixed in the pinned Keras.
 """
 
 import contextlib
-import io
-import logging
 
 import keras
 import tensorflow as tf
@@ -17,22 +15,6 @@ import tensorflow as tf
 from training.augment import image_size
 from training.config import uses_dense_labels
 from training.steps import StepsPerExecution
-
-log = logging.getLogger(__name__)
-
-WRITTEN_FOR = (3, 15)
-
-
-def _check_version(bug):
-    if tuple(int(part) for part in keras.version().split(".")[:2]) > WRITTEN_FOR:
-        log.warning(
-            "training/workarounds.py patches %s, written for Keras %s; this is Keras %s: check "
-            "whether the bug is fixed and delete the patch.",
-            bug,
-            ".".join(map(str, WRITTEN_FOR)),
-            keras.version(),
-        )
-
 
 def fix_multi_worker_fit(model, strategy, config, num_classes):
     """Makes Keras 3 `fit` work under MultiWorkerMirroredStrategy (keras-team/keras#20585).
@@ -46,7 +28,6 @@ def fix_multi_worker_fit(model, strategy, config, num_classes):
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
-    _check_version("keras-team/keras#20585")
     for name in ("train_step", "test_step"):
         step = getattr(model, name)
         setattr(
@@ -80,7 +61,6 @@ def fix_mirrored_evaluation_steps(model, strategy, validation_steps):
     mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
     if model.steps_per_execution == 1 or not isinstance(strategy, mirrored):
         return
-    _check_version("keras-team/keras#19246")
     model.test_function = StepsPerExecution(model, model.test_step, validation_steps)
 
 
@@ -95,7 +75,6 @@ class CSVLogger(keras.callbacks.CSVLogger):
     """
 
     def on_train_begin(self, logs=None):
-        _check_version("CSVLogger on GFile (closed)")
         self.csv_file = None  # a GFile has no `closed`; ours is closed in on_train_end
         super().on_train_begin(logs)
 
@@ -123,31 +102,8 @@ def saving_on_one_host():
     if distribution is None:
         yield
         return
-    _check_version("save_weights creating variables under a multi-host distribution")
     keras.distribution.set_distribution(None)
     try:
         yield
     finally:
         keras.distribution.set_distribution(distribution)
-
-
-def weights_h5(model):
-    """`model.save_weights(...)`'s `.weights.h5` as an in-memory file (io.BytesIO).
-
-    HDF5 cannot close a file after a write to it failed (a full disk): h5py prints "Can't
-    decrement id ref count" for each open object, and HDF5's exit handler then crashes the
-    process with SIGSEGV (h5py/h5py#914, #2160; seen with h5py 3.14, HDF5 1.14.6). Built in
-    memory, the checkpoint meets the disk as plain bytes through keras_mixer.storage, where a
-    failed write is an ordinary error. Keras 3.15's `save_weights` takes paths only, so this
-    runs what it runs (saving_lib.save_weights_only) on the BytesIO its H5IOStore accepts.
-    """
-    from keras.src.saving import saving_lib
-
-    _check_version("h5py/h5py#914 (save_weights built in memory)")
-    buffer = io.BytesIO()
-    store = saving_lib.H5IOStore(buffer, mode="w")
-    saving_lib._save_state(
-        model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
-    )
-    store.close()
-    return buffer
