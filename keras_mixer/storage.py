@@ -1,8 +1,11 @@
-"""Files of run directories, exports and checkpoints, local or remote, through `tf.io.gfile`.
+"""Files of run directories, exports and checkpoints, local or remote.
 
 Every path may be local or a filesystem TensorFlow knows (`gs://`, `ram://`, ...), so that
-`--run-dir gs://bucket/run` works the same as a local folder; nothing here calls `os` on a
-path that may be remote.
+`--run-dir gs://bucket/run` works the same as a local folder. Remote paths go through
+`tf.io.gfile`, local ones through Python's own file functions with the same calls
+(`_LocalFiles`), as Keras's file utilities do: a local preset folder or checkpoint then needs
+no TensorFlow, under the JAX and torch backends too. Nothing here calls `os` on a path that
+may be remote.
 
 Writes are atomic: content goes to a hidden partial file beside the target
 (`.partial-HOST-PID-XXXXXX.NAME`: the name's own suffix stays last, as Keras and h5py require
@@ -32,8 +35,10 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
+import types
 
 SCRATCH_PREFIX = "keras-mixer-"
 _PARTIAL = ".partial-"  # a partial file's name starts with it: hidden
@@ -58,18 +63,23 @@ def host():
     return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
 
 
+def _tf_errors():
+    """TensorFlow's error classes if TensorFlow is loaded (else no error can be one of them)."""
+    tf = sys.modules.get("tensorflow")
+    return tf.errors if tf is not None else None
+
+
 def _file_system_error(error):
     """`(reason, path)` for an error a user fixes in the file system (reason e.g. "no space
     left on the device"; path the file as the error names it, or None); None for any other."""
-    import tensorflow as tf
-
+    errors = _tf_errors()
     if isinstance(error, OSError):
         code, path = error.errno, error.filename
-    elif isinstance(error, tf.errors.OpError):  # its message holds "PATH; <strerror>"
+    elif errors is not None and isinstance(error, errors.OpError):  # "PATH; <strerror>"
         found = (re.search(rf"(\S+); {re.escape(os.strerror(c))}", error.message)
                  for c in _USER_FIXABLE)
         code, path = next(((c, m[1]) for c, m in zip(_USER_FIXABLE, found) if m), (None, None))
-        if code is None and isinstance(error, tf.errors.PermissionDeniedError):  # gs:// IAM
+        if code is None and isinstance(error, errors.PermissionDeniedError):  # gs:// IAM
             return f"permission denied ({' '.join(error.message.split())})", None
     else:
         return None
@@ -106,8 +116,44 @@ def writing(path, space_only=False):
         ) from None
 
 
-def _gfile():
-    import tensorflow as tf  # imported on first use: `import keras_mixer` stays light
+class _LocalFiles:
+    """The calls of `tf.io.gfile` this module makes, on local paths with Python's own."""
+
+    GFile = staticmethod(open)
+    exists = staticmethod(os.path.exists)
+    isdir = staticmethod(os.path.isdir)
+    listdir = staticmethod(os.listdir)
+    remove = staticmethod(os.remove)
+    rmtree = staticmethod(shutil.rmtree)
+    walk = staticmethod(os.walk)
+
+    @staticmethod
+    def makedirs(path):
+        os.makedirs(path, exist_ok=True)
+
+    @staticmethod
+    def rename(source, target, overwrite=False):
+        if not overwrite and os.path.exists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
+        os.replace(source, target)
+
+    @staticmethod
+    def copy(source, target, overwrite=False):
+        if not overwrite and os.path.exists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), target)
+        shutil.copyfile(source, target)
+
+    @staticmethod
+    def stat(path):
+        return types.SimpleNamespace(mtime_nsec=os.stat(path).st_mtime_ns)
+
+
+def _gfile(path):
+    """The file functions for `path`: tf.io.gfile's for a remote one (TensorFlow is imported
+    then, on first use), Python's for a local one."""
+    if not is_remote(path):
+        return _LocalFiles
+    import tensorflow as tf
 
     return tf.io.gfile
 
@@ -136,34 +182,35 @@ def basename(path):
 def _checked(function, path):
     """`function(path)` with the file system's own errors (a bucket that does not exist, no
     permission) as one StorageError naming the path."""
-    import tensorflow as tf
-
     try:
         return function(os.fspath(path))
-    except tf.errors.OpError as error:
+    except Exception as error:
+        errors = _tf_errors()
+        if errors is None or not isinstance(error, errors.OpError):
+            raise
         raise StorageError(f"cannot read {os.fspath(path)!r}: {error.message}") from None
 
 
 def exists(path):
-    return _checked(_gfile().exists, path)
+    return _checked(_gfile(path).exists, path)
 
 
 def isdir(path):
-    return _checked(_gfile().isdir, path)
+    return _checked(_gfile(path).isdir, path)
 
 
 def makedirs(path):
     with writing(path):
-        _gfile().makedirs(os.fspath(path))
+        _gfile(path).makedirs(os.fspath(path))
 
 
 def read_bytes(path):
-    with _gfile().GFile(os.fspath(path), "rb") as file:
+    with _gfile(path).GFile(os.fspath(path), "rb") as file:
         return file.read()
 
 
 def read_text(path):
-    with _gfile().GFile(os.fspath(path), "r") as file:
+    with _gfile(path).GFile(os.fspath(path), "r") as file:
         return file.read()
 
 
@@ -190,7 +237,7 @@ def pid_alive(pid):
 def _last_change_s(path):
     """Seconds since `path` (a file, or the newest file of a folder) last changed; None where
     the file system keeps no times (ram://)."""
-    gfile = _gfile()
+    gfile = _gfile(path)
     if gfile.isdir(path):
         files = [join(root, name) for root, _, names in gfile.walk(path) for name in names]
     else:
@@ -210,9 +257,7 @@ def _abandoned(partial, candidate):
 def _remove_partials(path):
     """Removes the partial files or folders of `path` that dead writers left (not those of
     live ones: each writer renames or removes its own)."""
-    import tensorflow as tf
-
-    gfile, directory = _gfile(), dirname(path)
+    gfile, directory = _gfile(path), dirname(path)
     pattern = re.compile(
         rf"^{re.escape(_PARTIAL)}(?:(?P<host>.+?)-)?(?P<pid>\d+)-[0-9a-f]{{6}}"
         rf"\.{re.escape(basename(path))}$"
@@ -224,14 +269,17 @@ def _remove_partials(path):
         try:
             if partial and _abandoned(partial, candidate):
                 (gfile.rmtree if gfile.isdir(candidate) else gfile.remove)(candidate)
-        except tf.errors.NotFoundError:  # its writer renamed or removed it meanwhile
-            pass
+        except Exception as error:  # its writer renamed or removed it meanwhile
+            errors = _tf_errors()
+            if not isinstance(error, FileNotFoundError) and not (
+                    errors is not None and isinstance(error, errors.NotFoundError)):
+                raise
 
 
 @contextlib.contextmanager
 def _published(path):
     """Yields the partial name to fill; on success renames it over `path` (local or remote)."""
-    gfile, path = _gfile(), os.fspath(path)
+    gfile, path = _gfile(path), os.fspath(path)
     partial = _partial_name(path)
     try:
         with writing(path):
@@ -248,7 +296,7 @@ def _published(path):
 def write_atomically(path, content):
     """Writes bytes or text to `path` (local or remote): a partial file, then a rename."""
     with _published(path) as partial:
-        with _gfile().GFile(partial, "wb" if isinstance(content, bytes) else "w") as file:
+        with _gfile(partial).GFile(partial, "wb" if isinstance(content, bytes) else "w") as file:
             file.write(content)
     return os.fspath(path)
 
@@ -256,7 +304,8 @@ def write_atomically(path, content):
 def copy_file(source, path):
     """Copies the file `source` to `path` (each local or remote): a partial file, then a rename."""
     with _published(path) as partial:
-        _gfile().copy(os.fspath(source), partial, overwrite=True)
+        _gfile(source if is_remote(source) else partial).copy(
+            os.fspath(source), partial, overwrite=True)
     return os.fspath(path)
 
 
@@ -265,12 +314,12 @@ def write_json(path, value):
 
 
 def remove(path):
-    _gfile().remove(os.fspath(path))
+    _gfile(path).remove(os.fspath(path))
 
 
 def remove_empty_dir(path):
     """Removes the folder `path` if it holds nothing."""
-    gfile = _gfile()
+    gfile = _gfile(path)
     if gfile.isdir(path) and not gfile.listdir(path):
         gfile.rmtree(os.fspath(path))
 
@@ -310,7 +359,7 @@ def staged_file(path):
         local = os.path.join(scratch, basename(path))
         yield local
         with _published(path) as partial:
-            _gfile().copy(local, partial, overwrite=True)
+            _gfile(partial).copy(local, partial, overwrite=True)
 
 
 @contextlib.contextmanager
@@ -321,7 +370,7 @@ def local_copy(path):
         return
     with scratch_dir() as scratch:
         local = os.path.join(scratch, basename(path))
-        _gfile().copy(os.fspath(path), local, overwrite=True)
+        _gfile(path).copy(os.fspath(path), local, overwrite=True)
         yield local
 
 
@@ -336,7 +385,7 @@ def staged_dir(path, entry_file=None):
     folder's files are renamed into place with `entry_file` (what readers open first, e.g.
     `saved_model.pb`) last, so that a folder with its entry file is always complete.
     """
-    gfile, path = _gfile(), os.fspath(path)
+    gfile, path = _gfile(path), os.fspath(path)
     with writing(path):
         gfile.makedirs(dirname(path))
         if is_remote(path):
@@ -361,7 +410,7 @@ def _staged_local_dir(path):
 
 
 def _staged_remote_dir(path, entry_file):
-    gfile = _gfile()
+    gfile = _gfile(path)
     with scratch_dir() as scratch:
         local = os.path.join(scratch, basename(path))
         os.makedirs(local)
@@ -389,7 +438,7 @@ def _staged_remote_dir(path, entry_file):
 
 def check_writable(directory, what="--out"):
     """Creates `directory` if needed and proves a file can be written there, or says why not."""
-    gfile, directory = _gfile(), os.fspath(directory)
+    gfile, directory = _gfile(directory), os.fspath(directory)
     if gfile.exists(directory) and not gfile.isdir(directory):
         raise StorageError(f"{directory!r} is a file, not a folder: choose a folder for {what}.")
     probe = join(directory, f".write-test{_PARTIAL}{os.getpid()}-{secrets.token_hex(3)}")

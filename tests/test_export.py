@@ -844,7 +844,7 @@ def test_failed_write_leaves_no_partial_file(run_dir, digits_test, tmp_path, mon
     def disk_full(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tf.io.gfile, "rename", disk_full)
+    monkeypatch.setattr(storage._LocalFiles, "rename", staticmethod(disk_full))
     with pytest.raises(OSError, match="disk full"):
         convert(str(run_dir), str(tmp_path), ["fp32"],
                 eval_data=(digits_test[0][:20], digits_test[1][:20]))

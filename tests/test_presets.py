@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY
+from helpers import TINY, program, run_bounded
 from reference import mixer_forward, random_official_params
 
 from keras_mixer import MlpMixer, PresetError, load_official_checkpoint, presets
@@ -444,3 +444,10 @@ def test_training_from_a_preset_writes_a_preset_folder(offline, data_dir, tmp_pa
     assert np.abs(stem - params["stem/kernel"]).max() < 0.01 < np.abs(params["stem/kernel"]).max()
     saved = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     np.testing.assert_array_equal(model(raw_images(2, 16)), saved(raw_images(2, 16)))
+
+
+def test_a_local_preset_folder_needs_no_tensorflow(tmp_path):
+    # Local paths go through Python's own file functions; only remote ones need tf.io.gfile.
+    code, output = run_bounded(program("preset_without_tensorflow", tmp_path / "preset"))
+    assert code == 0, output[-2000:]
+    assert "preset written and read without TensorFlow" in output

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-import tensorflow as tf
 from helpers import TINY, digits_config, program, run_bounded, start
 
 from keras_mixer import storage
@@ -191,16 +190,15 @@ def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text('{"formats": {"int8": {}}}')  # an earlier export's
-    open_file = tf.io.gfile.GFile
+    open_file = storage._LocalFiles.GFile
 
-    def export_on_a_disk_full_at(name):  # as TensorFlow's file layer fails on a full disk
+    def export_on_a_disk_full_at(name):  # as the file system fails on a full disk
         def full_at(path, mode="r"):
             if "w" in mode and path.endswith(name):
-                no_space = f"{path}; No space left on device"
-                raise tf.errors.ResourceExhaustedError(None, None, no_space)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
             return open_file(path, mode)
 
-        monkeypatch.setattr(tf.io.gfile, "GFile", full_at)
+        monkeypatch.setattr(storage._LocalFiles, "GFile", staticmethod(full_at))
         with pytest.raises(storage.StorageError) as error:
             convert.convert(run_dir, str(out), ["fp32", "fp16"], eval_samples=32)
         assert str(error.value).startswith(

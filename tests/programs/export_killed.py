@@ -13,6 +13,7 @@ import sys
 import tensorflow as tf
 
 from export import cli
+from keras_mixer import storage
 
 point, arguments = sys.argv[1], sys.argv[2:]
 calls = []
@@ -33,10 +34,10 @@ if point == "converter":
     tf.lite.TFLiteConverter.from_saved_model = staticmethod(
         killed_on_second_call(tf.lite.TFLiteConverter.from_saved_model))
 elif point == "rename":
-    tf.io.gfile.rename = killed_on_second_call(
-        tf.io.gfile.rename,
+    storage._LocalFiles.rename = staticmethod(killed_on_second_call(
+        storage._LocalFiles.rename,
         lambda source, *rest: os.path.basename(source).startswith(".partial-")
-        and source.endswith(".tflite"))
+        and source.endswith(".tflite")))
 else:
     sys.exit(f"unknown POINT {point!r}: converter or rename")
 sys.exit(cli.convert_main(arguments))
