@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -97,6 +98,17 @@ def test_one_fit_per_run_counts_the_epochs_of_the_run(data_dir, tmp_path, capsys
     ]
 
 
+def history_of(run_dir):
+    """metrics.json's history and history.csv's rows, as {key: [value per epoch]} each."""
+    import csv
+
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    with open(run_dir / "logs" / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    return [{key: [float(row[key]) for row in table] for key in table[0]}
+            for table in (history, rows)]
+
+
 def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_path):
     class Interrupt(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -104,13 +116,21 @@ def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_p
                 raise KeyboardInterrupt
 
     config = digits_config(data_dir, epochs=2, batch_size=256, checkpoint_every_steps=1)
+    uninterrupted = history_of(Path(train.run(config, str(tmp_path / "uninterrupted"), verbose=0)))
+    run_dir = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train.run(config, str(tmp_path), verbose=0, callbacks=[Interrupt()])
+        train.run(config, str(run_dir), verbose=0, callbacks=[Interrupt()])
     for _ in range(2):  # the resume, then a rerun of the finished run
-        train.run(config, str(tmp_path), verbose=0)
-        history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+        train.run(config, str(run_dir), verbose=0)
+        history = json.loads((run_dir / "metrics.json").read_text())["history"]
         assert [row["epoch"] for row in history] == [1, 2]
         assert all(np.isfinite(row["val_loss"]) for row in history)
+    # Epoch 2's loss and accuracy are the means over all its steps, 2 before the resume and
+    # 3 after, as in the run that went through (not over the 3 after the resume).
+    for resumed, whole in zip(history_of(run_dir), uninterrupted):
+        assert resumed.keys() == whole.keys()
+        for key in whole:
+            np.testing.assert_allclose(resumed[key], whole[key], rtol=0, atol=1e-6, err_msg=key)
 
 
 def test_steps_per_execution_that_does_not_divide_the_epoch_keeps_its_steps(data_dir, tmp_path):
