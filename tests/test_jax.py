@@ -9,6 +9,7 @@ The bounds are measured, and say why they are what they are.
 
 import json
 import os
+import signal
 import sys
 
 import keras
@@ -18,7 +19,7 @@ from helpers import (
     DIGITS_STEPS_PER_EPOCH,
     TINY,
     free_port,
-    kill_mid_epoch_and_resume,
+    interrupt_mid_epoch_and_resume,
     max_abs_difference,
     program,
     run_bounded,
@@ -121,8 +122,23 @@ def test_every_other_recipe_trains_under_jax(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_resumes_under_jax_to_the_same_weights(data_dir, tmp_path):
-    kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution=3, env=JAX)
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_interrupted_mid_epoch_resumes_under_jax_to_the_same_weights(data_dir, tmp_path, how):
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, how, cluster=lambda: [JAX])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_host_stops_every_host_at_one_step_and_resumes(data_dir, tmp_path):
+    def hosts():
+        address = f"127.0.0.1:{free_port()}"
+        return [
+            {**JAX, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+             "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+            for index in range(2)
+        ]
+
+    # Host 1 gets the signal; JAX's preemption sync manager stops both at one step.
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, signal.SIGTERM, hosts)
 
 
 def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):

@@ -6,6 +6,7 @@ bounded by a timeout that ends in SIGKILL (tests/helpers.py).
 """
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -20,9 +21,10 @@ import tensorflow as tf
 from helpers import (
     DIGITS_STEPS_PER_EPOCH,
     TINY,
+    assert_same_history,
     digits_config,
-    kill_mid_epoch_and_resume,
     free_port,
+    interrupt_mid_epoch_and_resume,
     max_abs_difference,
     program,
     run_bounded,
@@ -98,39 +100,72 @@ def test_one_fit_per_run_counts_the_epochs_of_the_run(data_dir, tmp_path, capsys
     ]
 
 
-def history_of(run_dir):
-    """metrics.json's history and history.csv's rows, as {key: [value per epoch]} each."""
-    import csv
-
-    history = json.loads((run_dir / "metrics.json").read_text())["history"]
-    with open(run_dir / "logs" / "history.csv") as file:
-        rows = list(csv.DictReader(file))
-    return [{key: [float(row[key]) for row in table] for key in table[0]}
-            for table in (history, rows)]
+# Two epochs of 5 steps, validated, a checkpoint every step.
+RESUMED = dict(epochs=2, batch_size=256, checkpoint_every_steps=1)
 
 
-def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_path):
-    class Interrupt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 1433 // 256 + 2:
-                raise KeyboardInterrupt
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    """The run of RESUMED without interruption: what every resumed run must end as."""
+    keras.utils.set_random_seed(0)
+    return Path(train.run(digits_config(data_dir, **RESUMED),
+                          str(tmp_path_factory.mktemp("uninterrupted")), verbose=0))
 
-    config = digits_config(data_dir, epochs=2, batch_size=256, checkpoint_every_steps=1)
-    uninterrupted = history_of(Path(train.run(config, str(tmp_path / "uninterrupted"), verbose=0)))
-    run_dir = tmp_path / "resumed"
+
+class CallAt(keras.callbacks.Callback):
+    """Calls `action()` when the run reaches `step`."""
+
+    def __init__(self, step, action):
+        super().__init__()
+        self.step, self.action = step, action
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            self.action()
+
+
+def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_path, uninterrupted):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    config = digits_config(data_dir, **RESUMED)
     with pytest.raises(KeyboardInterrupt):
-        train.run(config, str(run_dir), verbose=0, callbacks=[Interrupt()])
+        train.run(config, str(tmp_path), verbose=0, callbacks=[CallAt(1433 // 256 + 2, interrupt)])
     for _ in range(2):  # the resume, then a rerun of the finished run
-        train.run(config, str(run_dir), verbose=0)
-        history = json.loads((run_dir / "metrics.json").read_text())["history"]
+        train.run(config, str(tmp_path), verbose=0)
+        history = json.loads((tmp_path / "metrics.json").read_text())["history"]
         assert [row["epoch"] for row in history] == [1, 2]
         assert all(np.isfinite(row["val_loss"]) for row in history)
     # Epoch 2's loss and accuracy are the means over all its steps, 2 before the resume and
     # 3 after, as in the run that went through (not over the 3 after the resume).
-    for resumed, whole in zip(history_of(run_dir), uninterrupted):
-        assert resumed.keys() == whole.keys()
-        for key in whole:
-            np.testing.assert_allclose(resumed[key], whole[key], rtol=0, atol=1e-6, err_msg=key)
+    assert_same_history(tmp_path, uninterrupted)
+
+
+def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
+    data_dir, tmp_path, monkeypatch, capsys, uninterrupted
+):
+    arguments = ["--run-dir", str(tmp_path), "--data-dir", data_dir, "--no-export",
+                 "--epochs", "2", "--batch-size", "256", "--set", "model=" + json.dumps(TINY),
+                 "--set", "image_size=8", "--set", "jit_compile=false",
+                 "--set", "label_smoothing=0.0", "--set", "random_shift=0",
+                 "--set", "checkpoint_every_steps=100"]
+    sigterm = CallAt(1433 // 256 + 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(train, "run", functools.partial(train.run, verbose=0, callbacks=[sigterm]))
+    assert train.main(arguments) == 143
+    error = capsys.readouterr().err
+    # The signal came during step 7's callbacks: step 8 is the next boundary, mid-epoch 2.
+    assert error.count("\n") == 1 and error.startswith("preempted: SIGTERM on this process: "
+                                                        "stopped at step 8 (epoch 2, step 3 of 5)")
+    assert json.loads((tmp_path / "backup" / "step.json").read_text())["step"] == 8
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is fit's only
+
+    resumed = []
+    monkeypatch.setattr(train, "run", functools.partial(
+        train.run, verbose=0, callbacks=[CallAt(9, lambda: resumed.append(9))]))
+    assert train.main(arguments) == 0
+    assert resumed == [9]  # the rerun went on from step 8
+    assert max_abs_difference(weights_of(tmp_path), weights_of(uninterrupted)) <= 1e-6
+    assert_same_history(tmp_path, uninterrupted)
 
 
 def test_steps_per_execution_that_does_not_divide_the_epoch_keeps_its_steps(data_dir, tmp_path):
@@ -243,13 +278,30 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
-# Preemption: SIGKILL mid-epoch, restart with the same command.
+# Preemption: SIGKILL or SIGTERM mid-epoch, restart with the same command.
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("steps_per_execution", [1, 3])
-def test_sigkill_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path, steps_per_execution):
-    kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution)
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_interrupted_mid_epoch_resumes_to_the_same_weights_and_history(
+    data_dir, tmp_path, steps_per_execution, how
+):
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_and_resumes(data_dir, tmp_path):
+    def cluster():
+        workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+        return [
+            {"TF_CONFIG": json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+            for index in range(2)
+        ]
+
+    # Worker 1 gets the signal; worker 0, the chief, saves at the step they agree on.
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 2, signal.SIGTERM, cluster)
 
 
 # ---------------------------------------------------------------------------------------------
