@@ -417,9 +417,13 @@ def _any_worker_signalled(strategy):
     `steps_per_execution` steps), beside the step's own all-reduce of every gradient.
     """
 
+    def replica_sum(flag):
+        # tf.identity puts the flag on the replica's device, where the all-reduce starts.
+        return tf.distribute.get_replica_context().all_reduce("SUM", tf.identity(flag))
+
     @tf.function
     def signalled_anywhere(flag):
-        total = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("SUM", flag))
+        total = strategy.run(replica_sum, args=(flag,))
         return strategy.experimental_local_results(total)[0] > 0
 
     return lambda call, signalled: bool(signalled_anywhere(tf.constant(float(signalled))))
