@@ -167,8 +167,9 @@ def history_of(run_dir):
     history = json.loads((run_dir / "metrics.json").read_text())["history"]
     with open(run_dir / "logs" / "history.csv") as file:
         rows = list(csv.DictReader(file))
-    return [{key: [float(row[key]) for row in table] for key in table[0]}
-            for table in (history, rows)]
+    # Keras's CSVLogger writes "NA" in the val_ columns of an unvalidated run.
+    return [{key: [np.nan if row[key] == "NA" else float(row[key]) for row in table]
+             for key in table[0]} for table in (history, rows)]
 
 
 def assert_same_history(run_dir, expected_dir, atol=1e-6):
@@ -191,65 +192,51 @@ def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how,
     """
     epochs, every, steps = 3, 4, DIGITS_STEPS_PER_EPOCH
     cluster = cluster or (lambda: [None])
+    started = []
 
     def start_run(name, delay):
         run_dir = tmp_path / name
-        return run_dir, [
+        processes = [
             start(program("resume", data_dir, run_dir, tmp_path / f"{name}-{index}.progress",
                           delay, steps_per_execution), env)
             for index, env in enumerate(cluster())
         ]
+        started.extend(processes)
+        return run_dir, processes
 
-    # The uninterrupted run trains meanwhile: the interrupted one mostly sleeps between steps.
-    expected_dir, uninterrupted = start_run("uninterrupted", 0.0)
-    run_dir, processes = start_run("interrupted", 0.15)
-    progress = tmp_path / f"interrupted-{len(processes) - 1}.progress"
-    step_file = run_dir / "backup" / "step.json"
     try:
-        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-        while time.monotonic() < deadline:  # wait for the middle of the second epoch
-            reached = int(progress.read_text() or 0) if progress.exists() else 0
-            if how == signal.SIGTERM:
-                ready = steps < reached < 2 * steps - 2 * steps_per_execution
-            else:  # a few steps after a mid-epoch checkpoint
-                saved = json.loads(step_file.read_text()) if step_file.exists() else {}
-                ready = saved.get("epoch") == 1 and 0 < saved["step_in_epoch"]
-                ready = ready and reached > saved["step"]
-            if ready:
-                break
-            assert all(p.poll() is None for p in processes), "the run ended before the signal"
-            time.sleep(0.02)
-        else:
-            pytest.fail("the run did not reach the middle of its second epoch in time")
-        os.kill(processes[-1].pid, how)
-        reached = int(progress.read_text())
+        # The uninterrupted run trains meanwhile: the interrupted one mostly sleeps.
+        expected_dir, uninterrupted = start_run("uninterrupted", 0.0)
+        run_dir, processes = start_run("interrupted", 0.15)
+        reached = _signal_mid_epoch(processes, tmp_path, steps_per_execution, how)
         results = [finish(process) for process in processes]
-    finally:
-        for process in processes:
-            process.kill()  # a no-op once it has ended
-            process.communicate()
-    saved = json.loads(step_file.read_text())
-    assert not (run_dir / "model.keras").exists()
-    assert 0 < saved["step_in_epoch"]
-    if how == signal.SIGTERM:
-        for code, output in results:  # every process stops at the same step, and says so once
-            lines = [line for line in output.splitlines() if line.startswith("preempted: ")]
-            assert code == 143 and len(lines) == 1, output[-3000:]
-            assert f"stopped at step {saved['step']} " in lines[0] and "Traceback" not in output
-        # Every step done when the signal came is in the checkpoint, and at most the one call
-        # under way (two where the processes agree one call later) ran on.
-        assert reached < saved["step"] <= reached + 2 * steps_per_execution
-    else:
-        assert reached - saved["step"] <= every + steps_per_execution
+        saved = json.loads((run_dir / "backup" / "step.json").read_text())
+        assert not (run_dir / "model.keras").exists()
+        assert 0 < saved["step_in_epoch"]
+        if how == signal.SIGTERM:
+            for code, output in results:  # every process stops at one step, and says so once
+                lines = [line for line in output.splitlines() if line.startswith("preempted: ")]
+                assert code == 143 and len(lines) == 1, output[-3000:]
+                assert f"stopped at step {saved['step']} " in lines[0], output[-3000:]
+                assert "Traceback" not in output, output[-3000:]
+            # Every step done when the signal came is in the checkpoint, and at most the call
+            # under way ran on (or the next one, where the processes agree one call later).
+            assert reached < saved["step"] <= reached + 2 * steps_per_execution
+        else:
+            assert reached - saved["step"] <= every + steps_per_execution
 
-    run_dir, processes = start_run("interrupted", 0.0)
-    for process in processes:
-        code, output = finish(process)
-        assert code == 0, output[-3000:]
-        assert f"from step {saved['step']} " in output  # the rerun's resume notice
-    for process in uninterrupted:
-        code, output = finish(process)
-        assert code == 0, output[-3000:]
+        run_dir, processes = start_run("interrupted", 0.0)
+        for process in processes:
+            code, output = finish(process)
+            assert code == 0, output[-3000:]
+            assert f"from step {saved['step']} " in output  # the rerun's resume notice
+        for process in uninterrupted:
+            code, output = finish(process)
+            assert code == 0, output[-3000:]
+    finally:
+        for process in started:
+            process.kill()  # a no-op once it has ended; else it must not outlive a failure
+            process.communicate()
 
     resumed = json.loads((run_dir / "metrics.json").read_text())
     assert resumed["steps"] == steps * epochs and resumed["epochs"] == epochs
@@ -257,6 +244,31 @@ def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how,
     assert max_abs_difference(weights_of(run_dir), weights_of(expected_dir)) <= 1e-6
     # The epoch resumed mid-way is the mean over all its steps, as in the uninterrupted run.
     assert_same_history(run_dir, expected_dir)
+
+
+def _signal_mid_epoch(processes, tmp_path, steps_per_execution, how):
+    """Sends `how` to the last of `processes` in the middle of the second epoch (SIGKILL: a
+    few steps after a mid-epoch checkpoint); returns the step it had reached."""
+    steps = DIGITS_STEPS_PER_EPOCH
+    progress = tmp_path / f"interrupted-{len(processes) - 1}.progress"
+    step_file = tmp_path / "interrupted" / "backup" / "step.json"
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    while time.monotonic() < deadline:
+        reached = int(progress.read_text() or 0) if progress.exists() else 0
+        if how == signal.SIGTERM:
+            ready = steps < reached < 2 * steps - 2 * steps_per_execution
+        else:
+            saved = json.loads(step_file.read_text()) if step_file.exists() else {}
+            mid_epoch = saved.get("epoch") == 1 and 0 < saved["step_in_epoch"]
+            ready = mid_epoch and reached > saved["step"]
+        if ready:
+            os.kill(processes[-1].pid, how)
+            return int(progress.read_text())
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"the run ended before the signal:\n{finish(process)[1][-3000:]}")
+        time.sleep(0.02)
+    pytest.fail("the run did not reach the middle of its second epoch in time")
 
 
 def free_port():

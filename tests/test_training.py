@@ -149,15 +149,22 @@ def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
                  "--set", "image_size=8", "--set", "jit_compile=false",
                  "--set", "label_smoothing=0.0", "--set", "random_shift=0",
                  "--set", "checkpoint_every_steps=100"]
+    def not_caught(signum, frame):  # SIGTERM's own action would end pytest itself
+        raise AssertionError("SIGTERM reached the process's handler, not training's")
+
     sigterm = CallAt(1433 // 256 + 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
     monkeypatch.setattr(train, "run", functools.partial(train.run, verbose=0, callbacks=[sigterm]))
-    assert train.main(arguments) == 143
+    previous = signal.signal(signal.SIGTERM, not_caught)
+    try:
+        assert train.main(arguments) == 143
+        assert signal.getsignal(signal.SIGTERM) is not_caught  # training's handler is fit's only
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     error = capsys.readouterr().err
     # The signal came during step 7's callbacks: step 8 is the next boundary, mid-epoch 2.
     assert error.count("\n") == 1 and error.startswith("preempted: SIGTERM on this process: "
                                                         "stopped at step 8 (epoch 2, step 3 of 5)")
     assert json.loads((tmp_path / "backup" / "step.json").read_text())["step"] == 8
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is fit's only
 
     resumed = []
     monkeypatch.setattr(train, "run", functools.partial(
