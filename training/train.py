@@ -59,8 +59,7 @@ if __name__ == "__main__":
         sys.exit(2)
 
 from training.loop import NonFiniteLossError, run  # noqa: E402  (the Python API: train.run)
-from training.preemption import EXIT_CODE as PREEMPTED_EXIT_CODE  # noqa: E402
-from training.preemption import Preempted  # noqa: E402
+from training import preemption  # noqa: E402
 from training.recipes import get_recipe  # noqa: E402
 
 __all__ = ["main", "run"]
@@ -203,9 +202,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume.", file=sys.stderr, flush=True)
         return 130
-    except Preempted as preempted:
+    except preemption.Preempted as preempted:
         print(f"preempted: {preempted}", file=sys.stderr, flush=True)
-        return PREEMPTED_EXIT_CODE
+        return preemption.EXIT_CODE
     if args.no_export or run_dir is None:  # None: a cluster worker that is not the chief
         return 0
     return export_run(run_dir, verbose=args.verbose)
