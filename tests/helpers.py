@@ -279,6 +279,26 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def tf_cluster(tasks=2):
+    """One environment per task of a TF_CONFIG cluster of `tasks` workers on localhost."""
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(tasks)]
+    return [
+        {"TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        for index in range(tasks)
+    ]
+
+
+def jax_hosts(hosts=2):
+    """One environment per process of `hosts` JAX processes joined on localhost."""
+    address = f"127.0.0.1:{free_port()}"
+    return [
+        {"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+         "KERAS_DISTRIBUTION_NUM_PROCESSES": str(hosts), "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        for index in range(hosts)
+    ]
+
+
 def train_on_two_processes(data_dir, tmp_path, envs):
     """Runs tests/programs/worker.py as two processes at once, process i under `envs[i]`,
     each with its own run directory tmp_path/run<i>; checks that both end, that only process

@@ -18,8 +18,8 @@ import pytest
 from helpers import (
     DIGITS_STEPS_PER_EPOCH,
     TINY,
-    free_port,
     interrupt_mid_epoch_and_resume,
+    jax_hosts,
     max_abs_difference,
     program,
     run_bounded,
@@ -129,16 +129,8 @@ def test_interrupted_mid_epoch_resumes_under_jax_to_the_same_weights(data_dir, t
 
 @pytest.mark.slow
 def test_sigterm_to_one_host_stops_every_host_at_one_step_and_resumes(data_dir, tmp_path):
-    def hosts():
-        address = f"127.0.0.1:{free_port()}"
-        return [
-            {**JAX, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
-             "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
-            for index in range(2)
-        ]
-
     # Host 1 gets the signal; JAX's preemption sync manager stops both at one step.
-    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, signal.SIGTERM, hosts)
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, signal.SIGTERM, jax_hosts)
 
 
 def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):
@@ -149,12 +141,7 @@ def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_two_hosts_read_their_own_shards_and_match_one_host(data_dir, tmp_path):
-    address = f"127.0.0.1:{free_port()}"
-    host0 = train_on_two_processes(data_dir, tmp_path, [
-        {**JAX, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
-         "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
-        for index in range(2)
-    ])
+    host0 = train_on_two_processes(data_dir, tmp_path, jax_hosts())
     info = json.loads((tmp_path / "run0" / "run_info.json").read_text())
     assert info["num_replicas"] == 2 and info["device_mesh"]["processes"] == 2
     # Each host read half of every global batch: together, the one-host run's batches.

@@ -23,11 +23,11 @@ from helpers import (
     TINY,
     assert_same_history,
     digits_config,
-    free_port,
     interrupt_mid_epoch_and_resume,
     max_abs_difference,
     program,
     run_bounded,
+    tf_cluster,
     train_on_one_and_two_replicas,
     train_on_two_processes,
     weights_of,
@@ -267,11 +267,7 @@ def test_mirrored_over_two_cpus_matches_default_strategy(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    worker0 = train_on_two_processes(data_dir, tmp_path, [
-        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        for index in range(2)
-    ])
+    worker0 = train_on_two_processes(data_dir, tmp_path, tf_cluster())
     chief = tmp_path / "run0"
     info = json.loads((chief / "run_info.json").read_text())
     assert info["num_replicas"] == 2 and info["strategy"] == "MultiWorkerMirroredStrategy"
@@ -299,16 +295,8 @@ def test_interrupted_mid_epoch_resumes_to_the_same_weights_and_history(
 
 @pytest.mark.slow
 def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_and_resumes(data_dir, tmp_path):
-    def cluster():
-        workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-        return [
-            {"TF_CONFIG": json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-            for index in range(2)
-        ]
-
     # Worker 1 gets the signal; worker 0, the chief, saves at the step they agree on.
-    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 2, signal.SIGTERM, cluster)
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 2, signal.SIGTERM, tf_cluster)
 
 
 # ---------------------------------------------------------------------------------------------
