@@ -112,25 +112,25 @@ def uninterrupted(data_dir, tmp_path_factory):
                           str(tmp_path_factory.mktemp("uninterrupted")), verbose=0))
 
 
-class CallAt(keras.callbacks.Callback):
-    """Calls `action()` when the run reaches `step`."""
+class OnStep(keras.callbacks.Callback):
+    """Calls `action(step)` after each call of the train function, with the step reached."""
 
-    def __init__(self, step, action):
+    def __init__(self, action):
         super().__init__()
-        self.step, self.action = step, action
+        self.action = action
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == self.step:
-            self.action()
+        self.action(int(self.model.optimizer.iterations.numpy()))
 
 
 def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_path, uninterrupted):
-    def interrupt():
-        raise KeyboardInterrupt
+    def interrupt(step):
+        if step == 1433 // 256 + 2:
+            raise KeyboardInterrupt
 
     config = digits_config(data_dir, **RESUMED)
     with pytest.raises(KeyboardInterrupt):
-        train.run(config, str(tmp_path), verbose=0, callbacks=[CallAt(1433 // 256 + 2, interrupt)])
+        train.run(config, str(tmp_path), verbose=0, callbacks=[OnStep(interrupt)])
     for _ in range(2):  # the resume, then a rerun of the finished run
         train.run(config, str(tmp_path), verbose=0)
         history = json.loads((tmp_path / "metrics.json").read_text())["history"]
@@ -141,18 +141,25 @@ def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_p
     assert_same_history(tmp_path, uninterrupted)
 
 
+@pytest.mark.parametrize("stop_at, where", [
+    (7, "(epoch 2, step 2 of 5)"),
+    (5, "(the end of epoch 1)"),  # after validation and the epoch's row in every log
+])
 def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
-    data_dir, tmp_path, monkeypatch, capsys, uninterrupted
+    data_dir, tmp_path, monkeypatch, capsys, uninterrupted, stop_at, where
 ):
     arguments = ["--run-dir", str(tmp_path), "--data-dir", data_dir, "--no-export",
                  "--epochs", "2", "--batch-size", "256", "--set", "model=" + json.dumps(TINY),
                  "--set", "image_size=8", "--set", "jit_compile=false",
                  "--set", "label_smoothing=0.0", "--set", "random_shift=0",
                  "--set", "checkpoint_every_steps=100"]
+
     def not_caught(signum, frame):  # SIGTERM's own action would end pytest itself
         raise AssertionError("SIGTERM reached the process's handler, not training's")
 
-    sigterm = CallAt(1433 // 256 + 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    # The signal comes in the callbacks after step `stop_at`, before training's own (the
+    # last): that is the next step boundary.
+    sigterm = OnStep(lambda step: step == stop_at and os.kill(os.getpid(), signal.SIGTERM))
     monkeypatch.setattr(train, "run", functools.partial(train.run, verbose=0, callbacks=[sigterm]))
     previous = signal.signal(signal.SIGTERM, not_caught)
     try:
@@ -161,16 +168,15 @@ def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
     finally:
         signal.signal(signal.SIGTERM, previous)
     error = capsys.readouterr().err
-    # The signal came during step 7's callbacks: step 8 is the next boundary, mid-epoch 2.
-    assert error.count("\n") == 1 and error.startswith("preempted: SIGTERM on this process: "
-                                                        "stopped at step 8 (epoch 2, step 3 of 5)")
-    assert json.loads((tmp_path / "backup" / "step.json").read_text())["step"] == 8
+    assert error.count("\n") == 1, error
+    assert error.startswith(f"preempted: SIGTERM on this process: stopped at step {stop_at} {where}")
+    assert json.loads((tmp_path / "backup" / "step.json").read_text())["step"] == stop_at
 
-    resumed = []
+    steps = []
     monkeypatch.setattr(train, "run", functools.partial(
-        train.run, verbose=0, callbacks=[CallAt(9, lambda: resumed.append(9))]))
+        train.run, verbose=0, callbacks=[OnStep(steps.append)]))
     assert train.main(arguments) == 0
-    assert resumed == [9]  # the rerun went on from step 8
+    assert steps == list(range(stop_at + 1, 11))  # the rerun went on from there, to step 10
     assert max_abs_difference(weights_of(tmp_path), weights_of(uninterrupted)) <= 1e-6
     assert_same_history(tmp_path, uninterrupted)
 

@@ -227,7 +227,6 @@ def fit(model, placement, config, info, source, run_dir, verbose, extra_callback
         EpochSteps(steps_per_epoch, steps_per_epoch - start),
         StopOnNonFiniteLoss(backup),
         backup,
-        preemption,
         *extra_callbacks,
     ]
     if chief:
@@ -237,6 +236,7 @@ def fit(model, placement, config, info, source, run_dir, verbose, extra_callback
             keras.callbacks.TensorBoard(logs_dir, write_graph=False),
             workarounds.CSVLogger(storage.join(logs_dir, "history.csv"), append=True),
         ]
+    callbacks.append(preemption)  # last: an epoch it ends is in every log first
     validation = None
     if config["validate_every_epoch"]:
         # The final metrics.json covers the whole test split, whatever validation drops.

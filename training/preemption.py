@@ -43,13 +43,14 @@ class Preempted(Exception):
 
 class StopOnPreemption(keras.callbacks.Callback):
     """Saves the step checkpoint and raises Preempted after the call of the train function
-    at which the run's processes agree to stop; `listening()` is where SIGTERM is caught.
+    at which the run's processes agree to stop (at an epoch's last step, once the epoch has
+    ended); `listening()` is where SIGTERM is caught. It must be the last callback.
     """
 
     def __init__(self, backup, placement):
         super().__init__()
         self.backup, self.placement = backup, placement
-        self.signalled = False
+        self.signalled = self.stopping = False
         self.calls = 0
 
     @contextlib.contextmanager
@@ -71,14 +72,27 @@ class StopOnPreemption(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.calls += 1
-        if not self.placement.stop_together(self.calls, self.signalled):
+        if self.stopping or not self.placement.stop_together(self.calls, self.signalled):
             return
+        self.stopping = True
+        # After an epoch's last step the epoch ends first (its validation, its history row in
+        # the checkpoint and history.csv): a checkpoint at its end without the row would lose it.
+        if int(self.model.optimizer.iterations.numpy()) % self.backup.steps_per_epoch:
+            self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stopping:  # the last callback: every other one has ended the epoch
+            self._stop()
+
+    def _stop(self):
         self.backup.save()
         step, steps_per_epoch = self.backup.saved_step, self.backup.steps_per_epoch
         epoch, step_in_epoch = divmod(step, steps_per_epoch)
-        where = "this process" if self.signalled else "another process of the run"
+        where = f"(epoch {epoch + 1}, step {step_in_epoch} of {steps_per_epoch})"
+        if not step_in_epoch:
+            where = f"(the end of epoch {epoch})"
+        signalled = "this process" if self.signalled else "another process of the run"
         raise Preempted(
-            f"SIGTERM on {where}: stopped at step {step} (epoch {epoch + 1}, step "
-            f"{step_in_epoch} of {steps_per_epoch}), its checkpoint in {self.backup.path}; "
-            "rerun the same command to resume."
+            f"SIGTERM on {signalled}: stopped at step {step} {where}, its checkpoint in "
+            f"{self.backup.path}; rerun the same command to resume."
         )
