@@ -4,10 +4,12 @@ A Cloud VM about to be preempted, Kubernetes evicting a pod and Slurm cancelling
 preempting a job all send SIGTERM, then SIGKILL after a grace period (about 30 s on Compute
 Engine; `terminationGracePeriodSeconds`, Slurm's `KillWait`). While `fit` runs, SIGTERM only
 sets a flag; after the next call of the train function (every `steps_per_execution` steps,
-where Keras calls `on_train_batch_end`) the run saves its step checkpoint
+where Keras calls `on_train_batch_end`; after an epoch's last step, once the epoch has ended,
+its validation and history row included) the run saves its step checkpoint
 (training/checkpointing.py) and raises `Preempted`. The command prints one line and exits
 with EXIT_CODE; the same command resumes from that step, redoing none. Outside `fit`
-(start-up, the final save) SIGTERM keeps its default action: there is no step to lose.
+(start-up, the final save) SIGTERM keeps its default action: there is no step to lose
+(except on several JAX hosts, whose runtime catches SIGTERM from the moment they join).
 
 Every process of a run stops after the same call, or the chief would save a step the others
 never reach and they would wait in the next all-reduce forever. How they agree is the
