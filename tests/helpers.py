@@ -220,7 +220,7 @@ def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how,
                 assert "Traceback" not in output, output[-3000:]
             # Every step done when the signal came is in the checkpoint, and at most the call
             # under way ran on (or the next one, where the processes agree one call later).
-            assert reached < saved["step"] <= reached + 2 * steps_per_execution
+            assert reached <= saved["step"] <= reached + 2 * steps_per_execution, reached
         else:
             assert reached - saved["step"] <= every + steps_per_execution
         assert 0 < saved["step_in_epoch"]
