@@ -153,59 +153,115 @@ def weights_of(run_dir):
     return keras.models.load_model(os.path.join(run_dir, "model.keras")).get_weights()
 
 
-def kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, env=None):
-    """SIGKILLs tests/programs/resume.py (under `env`) mid-epoch, a few steps after a
-    checkpoint; reruns it; checks that it redid at most `checkpoint_every_steps` steps and
-    ends with the weights of an uninterrupted run."""
-    epochs, every = 3, 4
-    progress = tmp_path / "progress"
+def history_of(run_dir):
+    """metrics.json's history and history.csv's rows, each as {key: [value per epoch]}."""
+    import csv
 
-    def command(run_dir, delay, progress=progress):
-        return program("resume", data_dir, run_dir, progress, delay, steps_per_execution)
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    with open(run_dir / "logs" / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    # Keras's CSVLogger writes "NA" in the val_ columns of an unvalidated run.
+    return [{key: [np.nan if row[key] == "NA" else float(row[key]) for row in table]
+             for key in table[0]} for table in (history, rows)]
 
-    # The uninterrupted run trains meanwhile: the preempted one mostly sleeps between steps.
-    uninterrupted = start(command(tmp_path / "uninterrupted", 0.0, tmp_path / "progress_0"), env)
+
+def assert_same_history(run_dir, expected_dir, atol=1e-6):
+    """The per-epoch history of `run_dir` (metrics.json and history.csv) is `expected_dir`'s."""
+    for got, expected in zip(history_of(run_dir), history_of(expected_dir), strict=True):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=atol, err_msg=key)
+
+
+def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how, cluster=None):
+    """Interrupts tests/programs/resume.py mid-epoch with the signal `how`, reruns it, and
+    checks it against an uninterrupted run: the same weights and per-epoch history.
+
+    SIGKILL comes a few steps after a checkpoint: the rerun redoes at most
+    `checkpoint_every_steps` steps. SIGTERM comes at any step: the run saves at the next
+    step boundary, says so in one line and exits with 143, and the rerun redoes no step.
+    `cluster()` returns one environment per process of a run (the last one is signalled),
+    fresh for each run; by default a run is one process with KERAS_BACKEND's default.
+    """
+    epochs, every, steps = 3, 4, DIGITS_STEPS_PER_EPOCH
+    cluster = cluster or (lambda: [None])
+    started = []
+
+    def start_run(name, delay):
+        run_dir = tmp_path / name
+        processes = [
+            start(program("resume", data_dir, run_dir, tmp_path / f"{name}-{index}.progress",
+                          delay, steps_per_execution), env)
+            for index, env in enumerate(cluster())
+        ]
+        started.extend(processes)
+        return run_dir, processes
+
     try:
-        run_dir = tmp_path / "preempted"
-        process = start(command(run_dir, 0.15), env)
-        step_file = run_dir / "backup" / "step.json"
-        deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
-        try:
-            # Kill in the middle of the second epoch, a few steps after a checkpoint.
-            while time.monotonic() < deadline:
-                if step_file.exists() and progress.exists():
-                    saved = json.loads(step_file.read_text())
-                    reached = int(progress.read_text() or 0)
-                    mid_epoch = saved["epoch"] == 1 and 0 < saved["step_in_epoch"]
-                    if mid_epoch and reached > saved["step"]:
-                        break
-                assert process.poll() is None, "the run ended before it could be killed"
-                time.sleep(0.02)
-            else:
-                pytest.fail("no mid-epoch checkpoint appeared in time")
-            os.kill(process.pid, signal.SIGKILL)
-        finally:
-            process.kill()
-            process.communicate()
-        killed_at = int(progress.read_text())
-        saved = json.loads(step_file.read_text())
+        # The uninterrupted run trains meanwhile: the interrupted one mostly sleeps.
+        expected_dir, uninterrupted = start_run("uninterrupted", 0.0)
+        run_dir, processes = start_run("interrupted", 0.15)
+        reached = _signal_mid_epoch(processes, tmp_path, steps_per_execution, how)
+        results = [finish(process) for process in processes]
+        saved = json.loads((run_dir / "backup" / "step.json").read_text())
         assert not (run_dir / "model.keras").exists()
+        if how == signal.SIGTERM:
+            for code, output in results:  # every process stops at one step, and says so once
+                lines = [line for line in output.splitlines() if line.startswith("preempted: ")]
+                assert code == 143 and len(lines) == 1, output[-3000:]
+                assert f"stopped at step {saved['step']} " in lines[0], output[-3000:]
+                assert "Traceback" not in output, output[-3000:]
+            # Every step done when the signal came is in the checkpoint, and at most the call
+            # under way ran on (or the next one, where the processes agree one call later).
+            assert reached <= saved["step"] <= reached + 2 * steps_per_execution, reached
+        else:
+            assert reached - saved["step"] <= every + steps_per_execution
         assert 0 < saved["step_in_epoch"]
-        assert killed_at - saved["step"] <= every + steps_per_execution
 
-        code, output = run_bounded(command(run_dir, 0.0), env=env)
-        assert code == 0, output[-3000:]
-        code, output = finish(uninterrupted)
-        assert code == 0, output[-3000:]
-
-        resumed = json.loads((run_dir / "metrics.json").read_text())
-        assert resumed["steps"] == DIGITS_STEPS_PER_EPOCH * epochs and resumed["epochs"] == epochs
-        assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
-        expected = weights_of(tmp_path / "uninterrupted")
-        assert max_abs_difference(weights_of(run_dir), expected) <= 1e-6
+        run_dir, processes = start_run("interrupted", 0.0)
+        for process in processes:
+            code, output = finish(process)
+            assert code == 0, output[-3000:]
+            assert f"from step {saved['step']} " in output  # the rerun's resume notice
+        for process in uninterrupted:
+            code, output = finish(process)
+            assert code == 0, output[-3000:]
     finally:
-        uninterrupted.kill()  # a no-op once it has ended; else it must not outlive a failure
-        uninterrupted.communicate()
+        for process in started:
+            process.kill()  # a no-op once it has ended; else it must not outlive a failure
+            process.communicate()
+
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["steps"] == steps * epochs and resumed["epochs"] == epochs
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3]
+    assert max_abs_difference(weights_of(run_dir), weights_of(expected_dir)) <= 1e-6
+    # The epoch resumed mid-way is the mean over all its steps, as in the uninterrupted run.
+    assert_same_history(run_dir, expected_dir)
+
+
+def _signal_mid_epoch(processes, tmp_path, steps_per_execution, how):
+    """Sends `how` to the last of `processes` in the middle of the second epoch (SIGKILL: a
+    few steps after a mid-epoch checkpoint); returns the step it had reached."""
+    steps = DIGITS_STEPS_PER_EPOCH
+    progress = tmp_path / f"interrupted-{len(processes) - 1}.progress"
+    step_file = tmp_path / "interrupted" / "backup" / "step.json"
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    while time.monotonic() < deadline:
+        reached = int(progress.read_text() or 0) if progress.exists() else 0
+        if how == signal.SIGTERM:
+            ready = steps < reached < 2 * steps - 2 * steps_per_execution
+        else:
+            saved = json.loads(step_file.read_text()) if step_file.exists() else {}
+            mid_epoch = saved.get("epoch") == 1 and 0 < saved["step_in_epoch"]
+            ready = mid_epoch and reached > saved["step"]
+        if ready:
+            os.kill(processes[-1].pid, how)
+            return int(progress.read_text())
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"the run ended before the signal:\n{finish(process)[1][-3000:]}")
+        time.sleep(0.02)
+    pytest.fail("the run did not reach the middle of its second epoch in time")
 
 
 def free_port():
@@ -214,6 +270,26 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def tf_cluster(tasks=2):
+    """One environment per task of a TF_CONFIG cluster of `tasks` workers on localhost."""
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(tasks)]
+    return [
+        {"TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        for index in range(tasks)
+    ]
+
+
+def jax_hosts(hosts=2):
+    """One environment per process of `hosts` JAX processes joined on localhost."""
+    address = f"127.0.0.1:{free_port()}"
+    return [
+        {"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+         "KERAS_DISTRIBUTION_NUM_PROCESSES": str(hosts), "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        for index in range(hosts)
+    ]
 
 
 def train_on_two_processes(data_dir, tmp_path, envs):

@@ -9,6 +9,7 @@ The bounds are measured, and say why they are what they are.
 
 import json
 import os
+import signal
 import sys
 
 import keras
@@ -17,8 +18,8 @@ import pytest
 from helpers import (
     DIGITS_STEPS_PER_EPOCH,
     TINY,
-    free_port,
-    kill_mid_epoch_and_resume,
+    interrupt_mid_epoch_and_resume,
+    jax_hosts,
     max_abs_difference,
     program,
     run_bounded,
@@ -121,8 +122,15 @@ def test_every_other_recipe_trains_under_jax(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_resumes_under_jax_to_the_same_weights(data_dir, tmp_path):
-    kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution=3, env=JAX)
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_interrupted_mid_epoch_resumes_under_jax_to_the_same_weights(data_dir, tmp_path, how):
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, how, cluster=lambda: [JAX])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_host_stops_every_host_at_one_step_and_resumes(data_dir, tmp_path):
+    # Host 1 gets the signal; JAX's preemption sync manager stops both at one step.
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, signal.SIGTERM, jax_hosts)
 
 
 def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):
@@ -133,12 +141,7 @@ def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_two_hosts_read_their_own_shards_and_match_one_host(data_dir, tmp_path):
-    address = f"127.0.0.1:{free_port()}"
-    host0 = train_on_two_processes(data_dir, tmp_path, [
-        {**JAX, "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
-         "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
-        for index in range(2)
-    ])
+    host0 = train_on_two_processes(data_dir, tmp_path, jax_hosts())
     info = json.loads((tmp_path / "run0" / "run_info.json").read_text())
     assert info["num_replicas"] == 2 and info["device_mesh"]["processes"] == 2
     # Each host read half of every global batch: together, the one-host run's batches.

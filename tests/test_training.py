@@ -6,11 +6,13 @@ bounded by a timeout that ends in SIGKILL (tests/helpers.py).
 """
 
 import dataclasses
+import functools
 import json
 import os
 import signal
 import sys
 import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,12 +21,13 @@ import tensorflow as tf
 from helpers import (
     DIGITS_STEPS_PER_EPOCH,
     TINY,
+    assert_same_history,
     digits_config,
-    kill_mid_epoch_and_resume,
-    free_port,
+    interrupt_mid_epoch_and_resume,
     max_abs_difference,
     program,
     run_bounded,
+    tf_cluster,
     train_on_one_and_two_replicas,
     train_on_two_processes,
     weights_of,
@@ -97,20 +100,85 @@ def test_one_fit_per_run_counts_the_epochs_of_the_run(data_dir, tmp_path, capsys
     ]
 
 
-def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_path):
-    class Interrupt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 1433 // 256 + 2:
-                raise KeyboardInterrupt
+# Two epochs of 5 steps, validated, a checkpoint every step.
+RESUMED = dict(epochs=2, batch_size=256, checkpoint_every_steps=1)
 
-    config = digits_config(data_dir, epochs=2, batch_size=256, checkpoint_every_steps=1)
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    """The run of RESUMED without interruption: what every resumed run must end as."""
+    keras.utils.set_random_seed(0)
+    return Path(train.run(digits_config(data_dir, **RESUMED),
+                          str(tmp_path_factory.mktemp("uninterrupted")), verbose=0))
+
+
+class OnStep(keras.callbacks.Callback):
+    """Calls `action(step)` after each call of the train function, with the step reached."""
+
+    def __init__(self, action):
+        super().__init__()
+        self.action = action
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.action(int(self.model.optimizer.iterations.numpy()))
+
+
+def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_path, uninterrupted):
+    def interrupt(step):
+        if step == 1433 // 256 + 2:
+            raise KeyboardInterrupt
+
+    config = digits_config(data_dir, **RESUMED)
     with pytest.raises(KeyboardInterrupt):
-        train.run(config, str(tmp_path), verbose=0, callbacks=[Interrupt()])
+        train.run(config, str(tmp_path), verbose=0, callbacks=[OnStep(interrupt)])
     for _ in range(2):  # the resume, then a rerun of the finished run
         train.run(config, str(tmp_path), verbose=0)
         history = json.loads((tmp_path / "metrics.json").read_text())["history"]
         assert [row["epoch"] for row in history] == [1, 2]
         assert all(np.isfinite(row["val_loss"]) for row in history)
+    # Epoch 2's loss and accuracy are the means over all its steps, 2 before the resume and
+    # 3 after, as in the run that went through (not over the 3 after the resume).
+    assert_same_history(tmp_path, uninterrupted)
+
+
+@pytest.mark.parametrize("stop_at, where", [
+    (7, "(epoch 2, step 2 of 5)"),
+    (5, "(the end of epoch 1)"),  # after validation and the epoch's row in every log
+])
+def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
+    data_dir, tmp_path, monkeypatch, capsys, uninterrupted, stop_at, where
+):
+    arguments = ["--run-dir", str(tmp_path), "--data-dir", data_dir, "--no-export",
+                 "--epochs", "2", "--batch-size", "256", "--set", "model=" + json.dumps(TINY),
+                 "--set", "image_size=8", "--set", "jit_compile=false",
+                 "--set", "label_smoothing=0.0", "--set", "random_shift=0",
+                 "--set", "checkpoint_every_steps=100"]
+
+    def not_caught(signum, frame):  # SIGTERM's own action would end pytest itself
+        raise AssertionError("SIGTERM reached the process's handler, not training's")
+
+    # The signal comes in the callbacks after step `stop_at`, before training's own (the
+    # last): that is the next step boundary.
+    sigterm = OnStep(lambda step: step == stop_at and os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(train, "run", functools.partial(train.run, verbose=0, callbacks=[sigterm]))
+    previous = signal.signal(signal.SIGTERM, not_caught)
+    try:
+        assert train.main(arguments) == 143
+        assert signal.getsignal(signal.SIGTERM) is not_caught  # training's handler is fit's only
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith(f"preempted: SIGTERM on this process: stopped at step {stop_at} {where}")
+    assert json.loads((tmp_path / "backup" / "step.json").read_text())["step"] == stop_at
+
+    steps = []
+    monkeypatch.setattr(train, "run", functools.partial(
+        train.run, verbose=0, callbacks=[OnStep(steps.append)]))
+    assert train.main(arguments) == 0
+    assert steps == list(range(stop_at + 1, 11))  # the rerun went on from there, to step 10
+    assert max_abs_difference(weights_of(tmp_path), weights_of(uninterrupted)) <= 1e-6
+    assert_same_history(tmp_path, uninterrupted)
 
 
 def test_steps_per_execution_that_does_not_divide_the_epoch_keeps_its_steps(data_dir, tmp_path):
@@ -208,11 +276,7 @@ def test_mirrored_over_two_cpus_matches_default_strategy(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    worker0 = train_on_two_processes(data_dir, tmp_path, [
-        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        for index in range(2)
-    ])
+    worker0 = train_on_two_processes(data_dir, tmp_path, tf_cluster())
     chief = tmp_path / "run0"
     info = json.loads((chief / "run_info.json").read_text())
     assert info["num_replicas"] == 2 and info["strategy"] == "MultiWorkerMirroredStrategy"
@@ -226,13 +290,22 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
-# Preemption: SIGKILL mid-epoch, restart with the same command.
+# Preemption: SIGKILL or SIGTERM mid-epoch, restart with the same command.
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("steps_per_execution", [1, 3])
-def test_sigkill_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path, steps_per_execution):
-    kill_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution)
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_interrupted_mid_epoch_resumes_to_the_same_weights_and_history(
+    data_dir, tmp_path, steps_per_execution, how
+):
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_and_resumes(data_dir, tmp_path):
+    # Worker 1 gets the signal; worker 0, the chief, saves at the step they agree on.
+    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 2, signal.SIGTERM, tf_cluster)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,11 +92,26 @@ def _host_input_context():
     )
 
 
+def _reached_preemption_sync_point(call, signalled):
+    """`stop_together` on several hosts: JAX's own preemption sync manager.
+
+    jax.distributed.initialize starts it; it catches SIGTERM in the runtime (which is why no
+    Python handler may replace its own), tells the other hosts through the coordination
+    service, and names the next call all hosts have yet to reach: there every host stops.
+    """
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.reached_preemption_sync_point(call)
+
+
 def placement(distribution):
     """The loop's view of a keras.distribution.DataParallel (training/placement.py)."""
     import jax
 
     mesh = distribution.device_mesh
+    several_hosts = {
+        "stop_together": _reached_preemption_sync_point, "catches_sigterm": True,
+    } if jax.process_count() > 1 else {}
     return Placement(
         name=type(distribution).__name__,
         num_replicas=int(mesh.devices.size),
@@ -112,4 +127,5 @@ def placement(distribution):
             "devices": [str(device) for device in mesh.devices.flatten()],
             "processes": jax.process_count(),
         },
+        **several_hosts,
     )

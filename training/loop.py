@@ -4,8 +4,9 @@ Preemption: the data position is the optimizer's step counter. Epoch `e` reads a
 that is a pure function of `(seed, e)` (training/data.py); a restarted run loads `backup/`
 (training/checkpointing.py) and starts the stream at its step, so it redoes at most
 `checkpoint_every_steps` steps and, with the same seed, ends with the same weights as an
-uninterrupted run. The run directory's files are listed in training/run_dir.py; where the
-replicas live, under TensorFlow or JAX, is training/placement.py.
+uninterrupted run; on SIGTERM it saves at the next step boundary and redoes none
+(training/preemption.py). The run directory's files are listed in training/run_dir.py;
+where the replicas live, under TensorFlow or JAX, is training/placement.py.
 """
 
 import logging
@@ -27,6 +28,7 @@ from training.errors import ConfigError
 from training.lease import RunLease
 from training.optimization import make_loss_and_metrics, make_optimizer
 from training.placement import get_placement, resolve_backend
+from training.preemption import StopOnPreemption
 from training.steps import EpochSteps
 
 log = logging.getLogger("training")
@@ -51,6 +53,10 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
             training/strategy.py or training/distribution.py picks for the machine.
         verbose: Keras fit verbosity ("auto": progress bar).
         callbacks: extra Keras callbacks for `fit`.
+
+    Raises:
+        training.preemption.Preempted: SIGTERM during training, after the step checkpoint
+            (training/preemption.py); the same call resumes the run.
 
     Example:
     >>> run_dir = training.train.run(training.recipes.get_recipe("digits"), "runs/digits")
@@ -226,6 +232,7 @@ def fit(model, placement, config, info, source, run_dir, verbose, extra_callback
             "Resuming %s from step %d (epoch %d, step %d of %d).",
             run_dir, step, first_epoch + 1, start, steps_per_epoch,
         )
+    preemption = StopOnPreemption(backup, placement)  # SIGTERM: training/preemption.py
     callbacks = [
         EpochSteps(steps_per_epoch, steps_per_epoch - start),
         StopOnNonFiniteLoss(backup),
@@ -239,6 +246,7 @@ def fit(model, placement, config, info, source, run_dir, verbose, extra_callback
             keras.callbacks.TensorBoard(logs_dir, write_graph=False),
             workarounds.CSVLogger(storage.join(logs_dir, "history.csv"), append=True),
         ]
+    callbacks.append(preemption)  # last: an epoch it ends is in every log first
     validation = None
     if config["validate_every_epoch"]:
         # The final metrics.json covers the whole test split, whatever validation drops.
@@ -254,16 +262,17 @@ def fit(model, placement, config, info, source, run_dir, verbose, extra_callback
         placement, config, source, config["train_split"], training=True,
         epoch=first_epoch, start_step=start, epochs=epochs,
     )
-    model.fit(
-        train,
-        epochs=epochs,
-        initial_epoch=first_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=verbose if chief else 0,
-        shuffle=False,  # the stream is shuffled by (seed, epoch) in training/data.py
-    )
+    with preemption.listening():
+        model.fit(
+            train,
+            epochs=epochs,
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation,
+            callbacks=callbacks,
+            verbose=verbose if chief else 0,
+            shuffle=False,  # the stream is shuffled by (seed, epoch) in training/data.py
+        )
     return backup.history
 
 

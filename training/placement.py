@@ -40,6 +40,12 @@ class Placement:
         builds one input pipeline's dataset for a tf.distribute.InputContext.
     device_mesh: the devices as run_info.json records them.
     strategy: the tf.distribute strategy (for training/workarounds.py), None under JAX.
+    stop_together: `stop_together(call, signalled)` -> whether every process of the run
+        stops training after this call of the train function (training/preemption.py).
+        `call` counts the calls of this `fit`, the same on every process; `signalled` says
+        whether this process got SIGTERM. One process: `signalled` itself.
+    catches_sigterm: whether the runtime catches SIGTERM itself (JAX's preemption sync
+        manager, on several hosts), so that no Python handler may replace its own.
     """
 
     name: str
@@ -52,6 +58,8 @@ class Placement:
     distribute: Callable = None
     device_mesh: dict = dataclasses.field(default_factory=dict)
     strategy: object | None = None
+    stop_together: Callable = lambda call, signalled: signalled
+    catches_sigterm: bool = False
 
 
 def resolve_backend(requested):

@@ -400,8 +400,38 @@ def _devices(strategy):
         return [(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices())[0].name]
 
 
+def _several_workers(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and resolver is not None
+        and bool(resolver.cluster_spec().jobs)
+    )
+
+
+def _any_worker_signalled(strategy):
+    """`stop_together` for a cluster: the workers' SIGTERM flags summed by one all-reduce.
+
+    Every worker calls it after the same train-function call, so all see the same sum and
+    stop after the same step. The cost is one scalar all-reduce per call (per
+    `steps_per_execution` steps), beside the step's own all-reduce of every gradient.
+    """
+
+    def replica_sum(flag):
+        # tf.identity puts the flag on the replica's device, where the all-reduce starts.
+        return tf.distribute.get_replica_context().all_reduce("SUM", tf.identity(flag))
+
+    @tf.function
+    def signalled_anywhere(flag):
+        total = strategy.run(replica_sum, args=(flag,))
+        return strategy.experimental_local_results(total)[0] > 0
+
+    return lambda call, signalled: bool(signalled_anywhere(tf.constant(float(signalled))))
+
+
 def placement(strategy):
     """The loop's view of a tf.distribute strategy (training/placement.py)."""
+    extra = {"stop_together": _any_worker_signalled(strategy)} if _several_workers(strategy) else {}
     return Placement(
         name=strategy_name(strategy),
         num_replicas=strategy.num_replicas_in_sync,
@@ -413,4 +443,5 @@ def placement(strategy):
         distribute=strategy.distribute_datasets_from_function,
         device_mesh={"devices": _devices(strategy)},
         strategy=strategy,
+        **extra,
     )

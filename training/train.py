@@ -9,6 +9,8 @@ The command trains (training/loop.py `run`), then hands the run directory to exp
 command, `python -m export.convert RUN --out RUN/export`, as a user would: training never
 imports export (export depends on training, for the data). `--no-export` stops after
 training. Bad input is one line on stderr and exit code 2, before anything is written.
+SIGTERM (preemption) saves a step checkpoint, prints one line and exits with 143
+(training/preemption.py); Ctrl-C exits with 130.
 """
 
 import argparse
@@ -57,6 +59,7 @@ if __name__ == "__main__":
         sys.exit(2)
 
 from training.loop import NonFiniteLossError, run  # noqa: E402  (the Python API: train.run)
+from training import preemption  # noqa: E402
 from training.recipes import get_recipe  # noqa: E402
 
 __all__ = ["main", "run"]
@@ -199,6 +202,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume.", file=sys.stderr, flush=True)
         return 130
+    except preemption.Preempted as preempted:
+        print(f"preempted: {preempted}", file=sys.stderr, flush=True)
+        return preemption.EXIT_CODE
     if args.no_export or run_dir is None:  # None: a cluster worker that is not the chief
         return 0
     return export_run(run_dir, verbose=args.verbose)

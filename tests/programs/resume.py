@@ -1,10 +1,14 @@
-"""A slow digits run for the SIGKILL test: records the step reached after every step.
+"""A slow digits run through the command line, for the SIGKILL and SIGTERM tests: records the
+step reached after every call of the train function.
 
     python tests/programs/resume.py DATA_DIR RUN_DIR PROGRESS_FILE DELAY_S STEPS_PER_EXECUTION
 
 Dropout, shifts and label smoothing stay on (the digits recipe's): resume must restore them.
+Exits with the command's exit code (training/train.py `main`).
 """
 
+import functools
+import json
 import os
 import sys
 import time
@@ -12,7 +16,7 @@ import time
 import keras
 from helpers import TINY
 
-from training import recipes, train
+from training import train
 
 data_dir, run_dir, progress, delay, steps_per_execution = sys.argv[1:6]
 
@@ -25,9 +29,10 @@ class Slow(keras.callbacks.Callback):
         time.sleep(float(delay))
 
 
-config = recipes.get_recipe(
-    "digits", data_dir=data_dir, model=TINY, epochs=3, jit_compile=False,
-    checkpoint_every_steps=4, validate_every_epoch=False,
-    steps_per_execution=int(steps_per_execution),
-)
-train.run(config, run_dir, verbose=0, callbacks=[Slow()])
+train.run = functools.partial(train.run, verbose=0, callbacks=[Slow()])
+sys.exit(train.main([
+    "--recipe", "digits", "--data-dir", data_dir, "--run-dir", run_dir, "--epochs", "3",
+    "--no-export", "--set", f"model={json.dumps(TINY)}", "--set", "jit_compile=false",
+    "--set", "checkpoint_every_steps=4", "--set", "validate_every_epoch=false",
+    "--set", f"steps_per_execution={steps_per_execution}",
+]))
