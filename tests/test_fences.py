@@ -2,8 +2,10 @@
 
 import logging
 import pathlib
+import sys
 
 import pytest
+from helpers import run_bounded
 
 from keras_mixer import upstream
 
@@ -52,3 +54,12 @@ def test_private_api_is_used_only_inside_its_fence():
                             for spelling, fence in PRIVATE.items()
                             if spelling in line and relative != fence]
     assert not outside, "\n".join(outside)
+
+
+def test_a_jax_run_imports_no_tensorflow_strategy_code():
+    # TF_CONFIG and Cloud TPU detection live in training/cluster.py, pure Python, so JAX's
+    # placement reads them without training/strategy.py and its TensorFlow internals.
+    code = ("import sys, training.train, training.loop, training.distribution; "
+            "print('training.strategy' in sys.modules)")
+    status, output = run_bounded([sys.executable, "-c", code], env={"KERAS_BACKEND": "jax"})
+    assert status == 0 and output.strip().splitlines()[-1] == "False", output[-2000:]

@@ -24,7 +24,7 @@ import keras
 
 from training.errors import ConfigError
 from training.placement import Placement
-from training.strategy import on_cloud_tpu_vm, tf_config_cluster
+from training.cluster import on_cloud_tpu_vm, tf_config_cluster
 
 log = logging.getLogger(__name__)
 

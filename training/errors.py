@@ -11,3 +11,7 @@ class DataError(ValueError):
 
 class RunDirInUseError(RuntimeError):
     """Another run holds the run directory (training/lease.py)."""
+
+
+class StrategyError(RuntimeError):
+    """The requested accelerator or cluster cannot be used; the message says what to do."""

@@ -14,21 +14,18 @@ the other tasks, and stays killable by SIGTERM and Ctrl-C while it waits: see
 """
 
 import contextlib
-import json
 import logging
 import os
 import re
 import signal
-import socket
 import threading
 import time
 
 import tensorflow as tf
-from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-from tensorflow.python.distribute import multi_worker_util
-from tensorflow.python.eager import context
 
-from training.config import DEFAULTS, STRATEGY_KINDS
+from training import cluster, tensorflow_internals
+from training.config import STRATEGY_KINDS
+from training.errors import StrategyError
 from training.placement import Placement
 
 log = logging.getLogger(__name__)
@@ -36,42 +33,9 @@ log = logging.getLogger(__name__)
 # TPUClusterResolver blocks forever on an unreachable gRPC address or a metadata server
 # that never answers: every TPU call below runs under this bound.
 TPU_CONNECT_TIMEOUT_S = 60.0
-# Long enough for a scheduler to start every task of a cluster, short enough that a task
-# whose peer never comes up says so instead of holding its machine (training/config.py).
-CLUSTER_CONNECT_SETTING = "cluster_connect_timeout_s"
-CLUSTER_CONNECT_TIMEOUT_S = DEFAULTS[CLUSTER_CONNECT_SETTING]
-# Tasks that take part in MultiWorkerMirroredStrategy's collectives (an evaluator does not).
-CLUSTER_JOBS = ("chief", "worker")
-# A peer that is up answers a TCP connect on its own network within milliseconds.
-_PROBE_TIMEOUT_S = 1.0
-_PROBE_INTERVAL_S = 0.5
 # Once every peer answers, TF's registration needs a few seconds (a peer that answered may
 # still be setting up its devices); it never gets less than this, even near the timeout.
 _REGISTER_MIN_S = 30.0
-
-
-class StrategyError(RuntimeError):
-    """The requested accelerator or cluster cannot be used; the message says what to do."""
-
-
-def tf_config_cluster():
-    """The cluster TF_CONFIG describes, or None when it describes no cluster of several tasks."""
-    tf_config = os.environ.get("TF_CONFIG")
-    if not tf_config:
-        return None
-    try:
-        cluster = json.loads(tf_config).get("cluster", {})
-    except json.JSONDecodeError as error:
-        raise StrategyError(f"TF_CONFIG is not valid JSON ({error}): {tf_config[:200]!r}") from None
-    num_tasks = sum(len(tasks) for tasks in cluster.values())
-    return cluster if num_tasks > 1 else None
-
-
-def on_cloud_tpu_vm():
-    """True on a Cloud TPU VM (TPU chips appear as /dev/accel*), without any network call."""
-    if os.environ.get("TPU_NAME"):
-        return True
-    return os.path.isdir("/dev") and any(name.startswith("accel") for name in os.listdir("/dev"))
 
 
 def _bounded(function, timeout_s, what):
@@ -113,112 +77,6 @@ def tpu_strategy(tpu, timeout_s=TPU_CONNECT_TIMEOUT_S):
     return _bounded(connect, timeout_s, f"TPU {tpu!r}")
 
 
-def _split_address(address):
-    """("host", port) of a TF_CONFIG "host:port" (IPv6 hosts in brackets)."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise StrategyError(f"TF_CONFIG address {address!r} is not host:port.")
-    return host.strip("[]"), int(port)
-
-
-def _accepts_connection(address, timeout_s=_PROBE_TIMEOUT_S):
-    """True when something listens at `address` (a name that does not resolve yet: False)."""
-    try:
-        with socket.create_connection(_split_address(address), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _hold_port(address):
-    """A listening socket on this task's own port, or None where the port cannot be bound.
-
-    Every task waits for all the others before TF opens its port, so each holds its own
-    port open meanwhile; otherwise two tasks would wait for each other forever.
-    """
-    port = _split_address(address)[1]
-    # Dual-stack first, as TF's server listens; IPv4 where the kernel has no IPv6.
-    families = ([socket.AF_INET6] if socket.has_dualstack_ipv6() else []) + [socket.AF_INET]
-    for family in families:
-        try:
-            listener = socket.create_server(
-                ("", port), family=family, dualstack_ipv6=family == socket.AF_INET6
-            )
-        except OSError as error:
-            failure = error
-            continue
-        listener.setblocking(False)
-        return listener
-    log.warning("cannot hold %s open while waiting for the cluster: %s", address, failure)
-    return None
-
-
-def _close_accepted(listener):
-    """Accepts and closes the peers' probes, so the backlog never fills."""
-    while listener is not None:
-        try:
-            connection, _ = listener.accept()
-        except OSError:  # BlockingIOError: none pending
-            return
-        connection.close()
-
-
-def _cluster_tasks(cluster):
-    """(this task's (job, index), {(job, index): address} of the cluster's chief/worker tasks)."""
-    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-    tasks = {
-        (job, index): address
-        for job, addresses in cluster.items() if job in CLUSTER_JOBS
-        for index, address in enumerate(addresses)
-    }
-    return (task.get("type"), int(task.get("index", 0))), tasks
-
-
-def _label(tasks, keys):
-    return ", ".join(f"{tasks[key]} ({key[0]} {key[1]})" for key in sorted(keys))
-
-
-def _timeout_error(tasks, keys, own, timeout_s, joined=False):
-    """The one-line StrategyError for tasks `keys` that were not there within `timeout_s`."""
-    what = "accepted a connection but did not join" if joined else "did not accept a connection"
-    return StrategyError(
-        f"TF_CONFIG cluster: {_label(tasks, keys)} {what} within {timeout_s:.0f} s, so "
-        f"{_label(tasks, [own])} cannot start. Start every task TF_CONFIG names (each waits "
-        "for all the others), check the addresses and that this machine can reach them, or "
-        f"wait longer with --set {CLUSTER_CONNECT_SETTING}={max(600, 2 * timeout_s):.0f}."
-    )
-
-
-def _wait_for_peers(own, tasks, deadline):
-    """Probes the other tasks until all accept a connection; returns those that never did.
-
-    Runs in Python, sleeping between probes, so SIGTERM and Ctrl-C end the wait.
-    """
-    waiting = set(tasks) - {own}
-    listener = _hold_port(tasks[own])
-    announced = False
-    try:
-        while True:
-            _close_accepted(listener)
-            remaining = deadline - time.monotonic()
-            waiting = {
-                key for key in waiting
-                if not _accepts_connection(tasks[key], min(_PROBE_TIMEOUT_S, max(remaining, 0.1)))
-            }
-            if not waiting or time.monotonic() >= deadline:
-                return waiting
-            if not announced:
-                log.warning(
-                    "waiting up to %.0f s (%s) for %s to accept a connection",
-                    remaining, CLUSTER_CONNECT_SETTING, _label(tasks, waiting),
-                )
-                announced = True
-            time.sleep(_PROBE_INTERVAL_S)
-    finally:
-        if listener is not None:
-            listener.close()
-
-
 @contextlib.contextmanager
 def _killable_in_tf():
     """Ctrl-C kills the process inside the TF call; SIGTERM's handling is restored after it.
@@ -240,31 +98,7 @@ def _killable_in_tf():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
-def _configure_coordination(cluster, register_s):
-    """TF's own coordination-service setup for MultiWorkerMirroredStrategy, plus a deadline.
-
-    The same settings tf.distribute's CollectiveAllReduceExtended makes (it keeps a
-    configuration that is already there), plus the registration barrier: without it TF's
-    register timeout does not cover the wait for the other tasks.
-    """
-    ctx = context.context()
-    if ctx.coordination_service is None:
-        cluster_spec = tf.train.ClusterSpec(cluster)
-        ctx.configure_coordination_service(
-            service_type="standalone",
-            service_leader=multi_worker_util.coordination_leader(cluster_spec),
-            coordinated_jobs=[
-                coordination_config_pb2.CoordinatedJob(
-                    name=job, num_tasks=cluster_spec.num_tasks(job)
-                )
-                for job in CLUSTER_JOBS if job in cluster_spec.jobs
-            ],
-        )
-    ctx.coordination_service.cluster_register_timeout_in_ms = int(register_s * 1000)
-    ctx.coordination_service.cluster_register_with_barrier = True
-
-
-def multi_worker_strategy(timeout_s=CLUSTER_CONNECT_TIMEOUT_S):
+def multi_worker_strategy(timeout_s=cluster.CLUSTER_CONNECT_TIMEOUT_S):
     """MultiWorkerMirroredStrategy for TF_CONFIG's cluster; StrategyError after `timeout_s`.
 
     TF waits for every task inside one C++ call (TFE_EnableCollectiveOps) that holds the
@@ -278,17 +112,17 @@ def multi_worker_strategy(timeout_s=CLUSTER_CONNECT_TIMEOUT_S):
     during that last wait.
     """
     deadline = time.monotonic() + timeout_s
-    cluster = tf_config_cluster()
-    if cluster is None:  # this task alone: nobody to wait for
+    tf_cluster = cluster.tf_config_cluster()
+    if tf_cluster is None:  # this task alone: nobody to wait for
         return tf.distribute.MultiWorkerMirroredStrategy()
-    own, tasks = _cluster_tasks(cluster)
+    own, tasks = cluster.cluster_tasks(tf_cluster)
     if own not in tasks:  # an evaluator takes no part in the collectives
         return tf.distribute.MultiWorkerMirroredStrategy()
-    missing = _wait_for_peers(own, tasks, deadline)
+    missing = cluster.wait_for_peers(own, tasks, deadline)
     if missing:
-        raise _timeout_error(tasks, missing, own, timeout_s)
+        raise cluster.timeout_error(tasks, missing, own, timeout_s)
     register_s = max(deadline - time.monotonic(), min(_REGISTER_MIN_S, timeout_s))
-    _configure_coordination(cluster, register_s)
+    tensorflow_internals.configure_coordination(tf_cluster, cluster.CLUSTER_JOBS, register_s)
     try:
         with _killable_in_tf():
             return tf.distribute.MultiWorkerMirroredStrategy()
@@ -297,19 +131,19 @@ def multi_worker_strategy(timeout_s=CLUSTER_CONNECT_TIMEOUT_S):
         named = {(job, int(index)) for job, index in re.findall(
             r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))} & (set(tasks) - {own})
         late = named or set(tasks) - {own}
-        unreachable = {key for key in late if not _accepts_connection(tasks[key])}
-        raise _timeout_error(
+        unreachable = {key for key in late if not cluster.accepts_connection(tasks[key])}
+        raise cluster.timeout_error(
             tasks, unreachable or late, own, timeout_s, joined=not unreachable
         ) from None
     except tf.errors.OpError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise StrategyError(
-            f"TF_CONFIG cluster: connecting {_label(tasks, [own])} failed: "
+            f"TF_CONFIG cluster: connecting {cluster.label(tasks, [own])} failed: "
             f"{type(error).__name__}: {first_line}"
         ) from None
 
 
-def get_strategy(kind="auto", tpu=None, connect_timeout_s=CLUSTER_CONNECT_TIMEOUT_S):
+def get_strategy(kind="auto", tpu=None, connect_timeout_s=cluster.CLUSTER_CONNECT_TIMEOUT_S):
     """Returns the tf.distribute strategy to train under (see the module docstring for the order).
 
     Args:
@@ -329,9 +163,9 @@ def get_strategy(kind="auto", tpu=None, connect_timeout_s=CLUSTER_CONNECT_TIMEOU
     """
     if kind not in STRATEGY_KINDS:
         raise StrategyError(f"strategy {kind!r} is not one of {STRATEGY_KINDS}.")
-    if kind == "tpu" or tpu or (kind == "auto" and on_cloud_tpu_vm()):
+    if kind == "tpu" or tpu or (kind == "auto" and cluster.on_cloud_tpu_vm()):
         return tpu_strategy(tpu or os.environ.get("TPU_NAME") or "local")
-    if kind == "multi_worker" or (kind == "auto" and tf_config_cluster()):
+    if kind == "multi_worker" or (kind == "auto" and cluster.tf_config_cluster()):
         return multi_worker_strategy(connect_timeout_s)
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()

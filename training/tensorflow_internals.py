@@ -49,3 +49,32 @@ def freeze(concrete_function):
     )
 
     return convert_variables_to_constants_v2(concrete_function)
+
+
+def configure_coordination(cluster, jobs, register_s):
+    """TF's own coordination-service setup for MultiWorkerMirroredStrategy, plus a deadline.
+
+    The same settings tf.distribute's CollectiveAllReduceExtended makes (it keeps a
+    configuration that is already there), plus the registration barrier: without it TF's
+    register timeout does not cover the wait for the other tasks. TensorFlow exposes neither
+    the coordination service's settings nor its leader's name publicly.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    if ctx.coordination_service is None:
+        cluster_spec = tf.train.ClusterSpec(cluster)
+        ctx.configure_coordination_service(
+            service_type="standalone",
+            service_leader=multi_worker_util.coordination_leader(cluster_spec),
+            coordinated_jobs=[
+                coordination_config_pb2.CoordinatedJob(
+                    name=job, num_tasks=cluster_spec.num_tasks(job)
+                )
+                for job in jobs if job in cluster_spec.jobs
+            ],
+        )
+    ctx.coordination_service.cluster_register_timeout_in_ms = int(register_s * 1000)
+    ctx.coordination_service.cluster_register_with_barrier = True

@@ -188,7 +188,7 @@ def main(argv=None):
     from keras_mixer.presets import PresetError
     from keras_mixer.storage import StorageError
     from training.errors import ConfigError, DataError, RunDirInUseError
-    from training.strategy import StrategyError
+    from training.errors import StrategyError
 
     args = parse_args(argv)
     try:
