@@ -63,23 +63,23 @@ def host():
     return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
 
 
-def _tf_errors():
-    """TensorFlow's error classes if TensorFlow is loaded (else no error can be one of them)."""
+def _is_tf_error(error, kind="OpError"):
+    """Whether `error` is TensorFlow's `tf.errors.<kind>`; never when TensorFlow is not loaded
+    (then no error can be one), so that local files need no TensorFlow."""
     tf = sys.modules.get("tensorflow")
-    return tf.errors if tf is not None else None
+    return tf is not None and isinstance(error, getattr(tf.errors, kind))
 
 
 def _file_system_error(error):
     """`(reason, path)` for an error a user fixes in the file system (reason e.g. "no space
     left on the device"; path the file as the error names it, or None); None for any other."""
-    errors = _tf_errors()
     if isinstance(error, OSError):
         code, path = error.errno, error.filename
-    elif errors is not None and isinstance(error, errors.OpError):  # "PATH; <strerror>"
+    elif _is_tf_error(error):  # its message holds "PATH; <strerror>"
         found = (re.search(rf"(\S+); {re.escape(os.strerror(c))}", error.message)
                  for c in _USER_FIXABLE)
         code, path = next(((c, m[1]) for c, m in zip(_USER_FIXABLE, found) if m), (None, None))
-        if code is None and isinstance(error, errors.PermissionDeniedError):  # gs:// IAM
+        if code is None and _is_tf_error(error, "PermissionDeniedError"):  # gs:// IAM
             return f"permission denied ({' '.join(error.message.split())})", None
     else:
         return None
@@ -185,8 +185,7 @@ def _checked(function, path):
     try:
         return function(os.fspath(path))
     except Exception as error:
-        errors = _tf_errors()
-        if errors is None or not isinstance(error, errors.OpError):
+        if not _is_tf_error(error):
             raise
         raise StorageError(f"cannot read {os.fspath(path)!r}: {error.message}") from None
 
@@ -270,9 +269,8 @@ def _remove_partials(path):
             if partial and _abandoned(partial, candidate):
                 (gfile.rmtree if gfile.isdir(candidate) else gfile.remove)(candidate)
         except Exception as error:  # its writer renamed or removed it meanwhile
-            errors = _tf_errors()
-            if not isinstance(error, FileNotFoundError) and not (
-                    errors is not None and isinstance(error, errors.NotFoundError)):
+            gone = isinstance(error, FileNotFoundError) or _is_tf_error(error, "NotFoundError")
+            if not gone:
                 raise
 
 
