@@ -106,14 +106,14 @@ def export_in_child(connection, variant, formats, image_size, num_classes, calib
 
     from benchmarks.tflite_latency import random_mixer
     from export import convert
-    from export.modes import get_mode
+    from export.formats import get_format
     from export.settings import MIN_CALIBRATION_SAMPLES
 
     model = random_mixer(variant, image_size, num_classes)
     images = common.random_images(calibration_images, image_size, seed=1)
     labels = np.random.default_rng(1).integers(0, num_classes, len(images)).astype("int32")
     step_ends, train = [], None
-    if any(get_mode(name)["fine_tunes"] for name in formats):
+    if any(get_format(name)["fine_tunes"] for name in formats):
         _timed_fine_tuning(step_ends)
         train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(
             fine_tune_batch, drop_remainder=True)

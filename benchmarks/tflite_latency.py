@@ -32,7 +32,7 @@ import time
 
 from benchmarks import common
 from benchmarks.flops import mixer_flops, peak
-from export.modes import MODES, keras_graph
+from export.formats import FORMATS, keras_graph
 
 # The 'before' of export's integer-friendly int8 graph, a row like export's own: full-integer
 # int8 of the graph as Keras lowers it, held to int8's bounds. Keras's LayerNorm keeps a
@@ -40,7 +40,7 @@ from export.modes import MODES, keras_graph
 # splits the graph around each LayerNorm.
 BASELINES = {
     "int8_keras_graph": {
-        **MODES["int8"],
+        **FORMATS["int8"],
         "description": "full-integer int8 of the graph as Keras lowers it (the before)",
         "prepare": keras_graph,
     },

@@ -5,7 +5,7 @@
 with one through the LiteRT interpreter. See docs/export.md.
 
     settings.py  ExportSettings: what an export is asked for besides its formats
-    modes.py     the formats as data, each row's preparation a function
+    formats.py   the formats as data, each row's preparation a function
     inputs.py    the model, run config, class names and images an export reads
     graph.py     the tf_keras twin and the integer-friendly graph, from the one builder
     optimize.py  tensorflow-model-optimization: QAT, pruning, clustering

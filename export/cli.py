@@ -13,7 +13,7 @@ import ctypes
 import os
 import sys
 
-from export.modes import DEFAULT_FORMATS, MODES, SAVED_MODEL
+from export.formats import DEFAULT_FORMATS, FORMATS, SAVED_MODEL
 from export.settings import (
     FINE_TUNE_EPOCHS, MAX_FINE_TUNE_STEPS, MIN_FINE_TUNE_STEPS, ExportSettings)
 from training import console
@@ -66,7 +66,7 @@ def convert_parser():
     parser.add_argument("source", help="training run directory or .keras file (local or gs://)")
     parser.add_argument("--out", required=True, help="output directory (local or gs://)")
     parser.add_argument("--formats", nargs="+", default=None,
-                        help=f"any of: {SAVED_MODEL} {' '.join(MODES)} "
+                        help=f"any of: {SAVED_MODEL} {' '.join(FORMATS)} "
                              f"(default: {SAVED_MODEL} {' '.join(DEFAULT_FORMATS)})")
     parser.add_argument("--config", help="run config.json, when SOURCE has none beside it")
     parser.add_argument("--io-dtype", choices=("int8", "uint8"), default=DEFAULTS.io_dtype,

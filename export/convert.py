@@ -6,7 +6,7 @@
 
 SOURCE is a training run directory or a `.keras` file (export/inputs.py); DIR (local or
 remote, e.g. `gs://`) receives `saved_model/`, `<format>.tflite` for each format (rows of
-export/modes.py), `labels.txt`, `preprocessing.json`, `report.json`, `report.md` and `report.png`.
+export/formats.py), `labels.txt`, `preprocessing.json`, `report.json`, `report.md` and `report.png`.
 
 Every `.tflite` is checked before it is written: builtin ops only (no Flex), finite outputs,
 then measured in the LiteRT interpreter against the Keras model (export/evaluate.py). Every
@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import evaluate, inputs, quantizer
-from export.modes import SAVED_MODEL, get_mode, resolve_formats
+from export.formats import SAVED_MODEL, get_format, resolve_formats
 from export.predict import PREPROCESSING_FILE
 from export.report import chart_png, markdown_report
 from export.settings import ExportSettings
@@ -86,12 +86,13 @@ def to_saved_model(model, directory, *, batch_size=None):
     return directory
 
 
-def to_tflite(model, mode, representative_images=None, *, io_dtype="int8"):
-    """Converts a Keras 3 or tf_keras model to TFLite bytes with the settings of `mode`.
+def to_tflite(model, export_format, representative_images=None, *, io_dtype="int8"):
+    """Converts a Keras 3 or tf_keras model to TFLite bytes with the settings of `export_format`.
 
     Args:
         model: keras.Model or tf_keras.Model. The graph to convert (a row's `prepare` output).
-        mode: str or dict. A key or row of export.modes.MODES (its `quantize` is used).
+        export_format: str or dict. A key or row of export.formats.FORMATS (its `quantize`
+            is used).
         representative_images: float32 (N, H, W, C). Calibration images (full integer only).
         io_dtype: "int8" or "uint8". Input and output type of full-integer models; with
             "uint8" a camera frame goes in as raw pixels (scale 1, zero point 0 when the
@@ -101,7 +102,8 @@ def to_tflite(model, mode, representative_images=None, *, io_dtype="int8"):
     >>> tflite_bytes = to_tflite(model, "fp16")
     """
     with storage.scratch_dir() as scratch:
-        return saved_model_to_tflite(_save_batch1(model, scratch), mode, representative_images,
+        return saved_model_to_tflite(_save_batch1(model, scratch), export_format,
+                                     representative_images,
                                      io_dtype=io_dtype)
 
 
@@ -112,18 +114,19 @@ def _save_batch1(model, scratch):
     return directory
 
 
-def saved_model_to_tflite(directory, mode, representative_images=None, *, io_dtype="int8"):
+def saved_model_to_tflite(directory, export_format, representative_images=None, *,
+                          io_dtype="int8"):
     """Converts a local SavedModel (batch 1, `serving_default`) to TFLite bytes; the arguments
     after it are `to_tflite`'s.
 
     Converting from the SavedModel lets the caller release the Keras model it came from
     before the converter, the largest user of memory in an export, runs.
     """
-    mode = get_mode(mode) if isinstance(mode, str) else mode
+    spec = get_format(export_format) if isinstance(export_format, str) else export_format
     converter = tf.lite.TFLiteConverter.from_saved_model(directory)
     # Builtins only, never SELECT_TF_OPS (which keras's own litert export switches on).
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    quantize = mode["quantize"]
+    quantize = spec["quantize"]
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
@@ -178,7 +181,7 @@ def _check_float_source(tflite, name, images, reference_logits):
     count = FLOAT_SOURCE_CHECK_IMAGES
     difference = evaluate.relative_max_logit_diff(
         evaluate.predict_logits(tflite, images[:count]), reference_logits[:count])
-    bound = get_mode("fp32")["max_logit_diff"]
+    bound = get_format("fp32")["max_logit_diff"]
     if not difference <= bound:
         raise RuntimeError(
             f"The float32 .tflite that {name} quantizes differs from the Keras model by "
@@ -187,13 +190,13 @@ def _check_float_source(tflite, name, images, reference_logits):
         )
 
 
-def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
+def _export_format(name, spec, model, data, keras_logits, settings, out_dir):
     """Prepares, converts (and quantizes with a recipe), checks and measures one `.tflite`,
     then writes it."""
     log.debug("%s: preparing the graph", name)
-    if mode["fine_tunes"]:
+    if spec["fine_tunes"]:
         log.info("%s: fine-tuning for %s", name, data.fine_tuning)
-    prepared = mode["prepare"](model, data, settings)
+    prepared = spec["prepare"](model, data, settings)
     reference = keras_logits if prepared.reference_logits is None else prepared.reference_logits
     fine_tuned, details = prepared.reference_logits is not None, prepared.details
     with storage.scratch_dir() as scratch:
@@ -205,12 +208,12 @@ def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
         del prepared
         gc.collect()
         log.debug("%s: converting", name)
-        tflite = saved_model_to_tflite(directory, mode, data.representative,
+        tflite = saved_model_to_tflite(directory, spec, data.representative,
                                        io_dtype=settings.io_dtype)
-    if mode["recipe"] is not None:
+    if spec["recipe"] is not None:
         _check_float_source(tflite, name, data.eval_images, reference)
-        log.debug("%s: quantizing with %s", name, mode["recipe"])
-        tflite = quantizer.quantize(tflite, mode["recipe"], data.representative)
+        log.debug("%s: quantizing with %s", name, spec["recipe"])
+        tflite = quantizer.quantize(tflite, spec["recipe"], data.representative)
     evaluate.check_builtin_ops(tflite, name=f"{name}.tflite")
     log.debug("%s: verifying in LiteRT", name)
     measured = evaluate.evaluate_tflite(
@@ -222,9 +225,9 @@ def _export_format(name, mode, model, data, keras_logits, settings, out_dir):
             "weights or a range. Nothing was written for it."
         )
     storage.write_atomically(storage.join(out_dir, f"{name}.tflite"), tflite)
-    bounds = {key: mode[key] for key in ("max_logit_diff", "min_agreement")}
+    bounds = {key: spec[key] for key in ("max_logit_diff", "min_agreement")}
     return {
-        "file": f"{name}.tflite", "description": mode["description"], "bounds": bounds,
+        "file": f"{name}.tflite", "description": spec["description"], "bounds": bounds,
         **details, **measured,
         "reference": "fine-tuned model" if fine_tuned else "Keras model",
         "within_bounds": bool(measured["relative_max_logit_diff"] <= bounds["max_logit_diff"]
@@ -243,7 +246,7 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
         source: str, path, or keras_mixer.MlpMixer. A training run directory, a `.keras` file
             (local or remote), or a model in memory.
         out_dir: str. Output directory, local or remote (created).
-        formats: list of str. Keys of export.modes.MODES, plus "saved_model". Defaults to
+        formats: list of str. Keys of export.formats.FORMATS, plus "saved_model". Defaults to
             `("saved_model",) + DEFAULT_FORMATS`.
         config: dict or path. The run config when SOURCE has none beside it.
         representative_data: images (N, H, W, C), `(images, labels)` or a tf.data.Dataset.
@@ -267,13 +270,13 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
     """
     settings = dataclasses.replace(settings or ExportSettings(), **setting_overrides)
     run = inputs.load_run(source, config)
-    formats, modes = resolve_formats(formats, run.model.count_params())
+    formats, specs = resolve_formats(formats, run.model.count_params())
     storage.check_writable(out_dir, what="the export (--out)")
     source_name = run.model.name if isinstance(source, keras.Model) else os.fspath(source)
     data_names, dataset, num_examples = inputs.run_datasets(run, source_name)
     class_names = _class_names(run, data_names)
     log.debug("reading the evaluation and calibration images")
-    data = inputs.collect_data(run.model, modes, settings, dataset, num_examples,
+    data = inputs.collect_data(run.model, specs, settings, dataset, num_examples,
                                representative_data=representative_data, eval_data=eval_data,
                                train_data=train_data)
     # The Keras model's logits on the evaluation images: what every format is held to.
@@ -288,12 +291,12 @@ def convert(source, out_dir, formats=None, *, config=None, representative_data=N
                 directory = to_saved_model(run.model, storage.join(out_dir, SAVED_MODEL))
                 result = _verify_saved_model(directory, data.eval_images, keras_logits)
             else:
-                result = _export_format(name, modes[name], run.model, data, keras_logits,
+                result = _export_format(name, specs[name], run.model, data, keras_logits,
                                         settings, out_dir)
             report["formats"][name] = result
             log.info("%s: written in %.1f s", name, time.perf_counter() - start)
         _compare_qat_with_ptq(report)
-        failures = _accuracy_budget_failures(report, modes, settings.max_accuracy_drop)
+        failures = _accuracy_budget_failures(report, specs, settings.max_accuracy_drop)
         report["accuracy_budget_failures"] = failures
         log.debug("writing the report")
         _write_report(out_dir, report, class_names, _preprocessing(run))
@@ -345,13 +348,13 @@ def _compare_qat_with_ptq(report):
                     "or a smaller learning rate.", 100 * qat, 100 * ptq)
 
 
-def _accuracy_budget_failures(report, modes, max_accuracy_drop):
+def _accuracy_budget_failures(report, specs, max_accuracy_drop):
     """Records each quantized format's top-1 drop; returns those beyond the budget."""
     if max_accuracy_drop is None:
         return []
     keras_top1, failures = report["evaluation"]["keras_top1"], []
     for name, result in report["formats"].items():
-        if name in modes and (modes[name]["quantize"] or modes[name]["recipe"]):
+        if name in specs and (specs[name]["quantize"] or specs[name]["recipe"]):
             drop = 100.0 * (keras_top1 - result["top1"])
             result["accuracy_drop_points"] = drop
             if drop > max_accuracy_drop:

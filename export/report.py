@@ -4,7 +4,7 @@ size and latency. `export.convert` writes them beside `report.json`, which has e
 
 import io
 
-from export.modes import SAVED_MODEL
+from export.formats import SAVED_MODEL
 
 
 def markdown_report(report):

@@ -2,7 +2,7 @@
 
 One tiny Mixer (tests/helpers.py TINY, 8x8 digits, patch 4) is trained once per module
 through training.data.make_dataset and exported once to every default format; the tests
-read that report and the files. Bounds are export/modes.py's, stated there per format;
+read that report and the files. Bounds are export/formats.py's, stated there per format;
 accuracy is on the digits test split (364 images, so 1 point is ~3.6 images). The 'before'
 of the integer-friendly graph is the benchmark's row (benchmarks/tflite_latency.py).
 """
@@ -21,10 +21,10 @@ import pytest
 import tensorflow as tf
 
 import keras_mixer
-from export import cli, evaluate, graph, inputs, modes
+from export import cli, evaluate, graph, inputs
 from export import convert as convert_module
+from export import formats as export_formats
 from export.convert import AccuracyBudgetError, convert, to_tflite
-from export.modes import MODES
 from export.settings import ExportSettings
 from helpers import TINY, litert_logits, program, run_bounded
 from keras_mixer import MlpMixer, gelu_tanh, storage
@@ -137,8 +137,8 @@ def test_litert_model_is_held_to_its_bounds_against_keras(exported, digits_test,
         assert result["agreement_with_keras"] == pytest.approx(agreement, abs=0.01)
         return
     relative = np.abs(logits - keras_test_logits).max() / np.abs(keras_test_logits).max()
-    assert relative <= MODES[name]["max_logit_diff"], (name, relative)
-    assert agreement >= MODES[name]["min_agreement"], (name, agreement)
+    assert relative <= export_formats.FORMATS[name]["max_logit_diff"], (name, relative)
+    assert agreement >= export_formats.FORMATS[name]["min_agreement"], (name, agreement)
     assert result["relative_max_logit_diff"] == pytest.approx(relative, rel=0.05, abs=1e-6)
 
 
@@ -249,7 +249,8 @@ def test_int16x8_is_integer_end_to_end_outside_xnnpack(exported):
 
 
 def test_calibration_images_are_drawn_for_static_activations_only():
-    calibrated = {name for name, mode in MODES.items() if modes.calibrates(mode)}
+    calibrated = {name for name, spec in export_formats.FORMATS.items()
+                  if export_formats.calibrates(spec)}
     assert calibrated == {"int8", "qat_int8", "pruned_int8", "clustered_int8", "int16x8"}
 
 
@@ -683,8 +684,8 @@ def test_fine_tuning_batch_holds_the_patches_per_batch(variant, image_size, exam
 def test_qat_leaves_the_defaults_above_the_size_bound_saying_so(run_dir, tmp_path, monkeypatch,
                                                                  caplog):
     parameters = inputs.load_model(str(run_dir)).count_params()
-    monkeypatch.setattr(modes, "DEFAULT_MAX_PARAMETERS", {"qat_int8": parameters - 1})
-    monkeypatch.setattr(modes, "DEFAULT_FORMATS", ("fp32", "qat_int8"))
+    monkeypatch.setattr(export_formats, "DEFAULT_MAX_PARAMETERS", {"qat_int8": parameters - 1})
+    monkeypatch.setattr(export_formats, "DEFAULT_FORMATS", ("fp32", "qat_int8"))
     report = convert(str(run_dir), str(tmp_path), eval_samples=50, latency_runs=2)
     assert set(report["formats"]) == {"saved_model", "fp32"}
     [notice] = [record.getMessage() for record in caplog.records
@@ -693,8 +694,8 @@ def test_qat_leaves_the_defaults_above_the_size_bound_saying_so(run_dir, tmp_pat
                              f"{parameters:,} parameters, more than its bound of "
                              f"{parameters - 1:,}") and "\n" not in notice
     # At the bound it stays, and asked for by name it runs whatever the size.
-    assert "qat_int8" in modes.resolve_formats(None, parameters - 1)[0]
-    assert "qat_int8" in modes.resolve_formats(["qat_int8"], parameters)[0]
+    assert "qat_int8" in export_formats.resolve_formats(None, parameters - 1)[0]
+    assert "qat_int8" in export_formats.resolve_formats(["qat_int8"], parameters)[0]
 
 
 # ----------------------------------------------------------------------------- faults
@@ -811,7 +812,7 @@ def test_bad_representative_data_is_a_clear_error(run_dir, digits_test, tmp_path
 
 
 def test_fine_tuned_formats_without_tfmot_are_a_clear_error(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(modes, "tfmot_available", lambda: False)
+    monkeypatch.setattr(export_formats, "tfmot_available", lambda: False)
     with pytest.raises(ImportError, match="qat_int8 need tensorflow-model-optimization"):
         convert(str(run_dir), str(tmp_path), ["fp32", "qat_int8"])
     assert not list(tmp_path.iterdir())
