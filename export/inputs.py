@@ -136,7 +136,7 @@ def run_datasets(run, source_name):
                 f"No run config for {source_name!r}, so no data to calibrate and evaluate on. "
                 "Pass a training run directory, a config.json beside the .keras file or "
                 "--config, or in Python pass representative_data= and eval_data= to "
-                "export.convert.convert."
+                "export.pipeline.convert."
             )
 
         return None, dataset, dataset
