@@ -43,8 +43,8 @@ KERAS_FILES = {
 }
 
 
-# Written by export.pipeline.convert beside the model (export/report.py): the run's evaluation crop. Exports without one
-# resize the whole image, as every run did before the setting existed.
+# Written beside the model by export.pipeline.convert (export/report.py): the run's evaluation
+# crop. Exports without one resize the whole image, as every run did before the setting existed.
 PREPROCESSING_FILE = "preprocessing.json"
 
 

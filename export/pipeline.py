@@ -90,8 +90,7 @@ def to_tflite(model, export_format, representative_images=None, *, io_dtype="int
     """
     with storage.scratch_dir() as scratch:
         return saved_model_to_tflite(_save_batch1(model, scratch), export_format,
-                                     representative_images,
-                                     io_dtype=io_dtype)
+                                     representative_images, io_dtype=io_dtype)
 
 
 def _save_batch1(model, scratch):

@@ -186,7 +186,7 @@ def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
     from export import pipeline
 
     run_dir = loop.run(digits_config(data_dir, epochs=1, validate_every_epoch=False),
-                        str(tmp_path / "run"), verbose=0)
+                       str(tmp_path / "run"), verbose=0)
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text('{"formats": {"int8": {}}}')  # an earlier export's

@@ -110,7 +110,7 @@ def uninterrupted(data_dir, tmp_path_factory):
     """The run of RESUMED without interruption: what every resumed run must end as."""
     keras.utils.set_random_seed(0)
     return Path(loop.run(digits_config(data_dir, **RESUMED),
-                          str(tmp_path_factory.mktemp("uninterrupted")), verbose=0))
+                         str(tmp_path_factory.mktemp("uninterrupted")), verbose=0))
 
 
 class OnStep(keras.callbacks.Callback):
