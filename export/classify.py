@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from export import evaluate
 from training import augment, images
+from training import config as config_lib
 
 EXPECTED_MODEL = "a .tflite file written by export.convert (e.g. exports/digits/int8.tflite)"
 CONVERT = "python -m export.convert SOURCE --out DIR"
@@ -54,7 +55,19 @@ def load_crop(model_path):
     if not os.path.isfile(path):
         return "resize"
     with open(path) as file:
-        return json.load(file).get("crop", "resize")
+        text = file.read()
+    try:
+        crop = json.loads(text).get("crop", "resize")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+        crop = None
+    # Checked as the run's config checks `eval_crop`: an unknown crop must not fall back to a
+    # resize the model was never evaluated with.
+    problem = config_lib.SETTINGS["eval_crop"].accepts(crop)
+    if problem:
+        raise ValueError(
+            f"{path} is not an export's preprocessing file: expected a JSON object whose "
+            f"\"crop\" is {problem}. Rewrite it, or export the run again.")
+    return crop
 
 
 def load_labels(model_path, labels=None):

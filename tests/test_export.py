@@ -511,6 +511,17 @@ def test_predict_crops_as_the_run_evaluated(tmp_path):
     assert np.abs(whole - pixels[0]).max() > 10  # the crop matters for this image
 
 
+@pytest.mark.parametrize("content", ['{"crop": "centre"}', '{"crop": ', '["center_crop"]'])
+def test_a_damaged_preprocessing_file_is_named_not_guessed(tmp_path, content):
+    # An unknown crop, a cut-off file, JSON of another shape: predict must not fall back to a
+    # resize the model was never evaluated with.
+    from export import classify
+
+    (tmp_path / classify.PREPROCESSING_FILE).write_text(content)
+    with pytest.raises(ValueError, match="preprocessing.json.*'resize', 'center_crop'"):
+        classify.load_crop(tmp_path / "fp32.tflite")
+
+
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
     code = convert_command.main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
