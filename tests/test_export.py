@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import IN_PROCESS, TINY, litert_logits, program, run_bounded
 
 import keras_mixer
 from export import convert as convert_command
@@ -27,7 +28,6 @@ from export import formats as export_formats
 from export import predict as predict_command
 from export.pipeline import AccuracyBudgetError, convert, to_tflite
 from export.settings import ExportSettings
-from helpers import IN_PROCESS, TINY, litert_logits, program, run_bounded
 from keras_mixer import MlpMixer, gelu_tanh, storage
 
 RECIPE_FORMATS = ["weight_only_int8", "dynamic_int4_blockwise", "int16x8"]
@@ -42,7 +42,8 @@ XNNPACK_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate"
 
 def _split(run_dir, split):
     """`(images, labels)` of one split of the run's data, through training's pipeline."""
-    from training import data, run_dir as run_dir_lib
+    from training import data
+    from training import run_dir as run_dir_lib
 
     dataset = data.make_dataset(run_dir_lib.read_config(run_dir), split, training=False,
                                 batch_size=256)
