@@ -1,11 +1,11 @@
-"""Peak memory and wall time of `export.convert` per variant: can this machine export it?
+"""Peak memory and wall time of `export.pipeline.convert` per variant: can this machine export it?
 
     python -m benchmarks.export_memory                      # S/16 and B/16 at 224
     python -m benchmarks.export_memory --variants B/32 --formats fp32 int8
     python -m benchmarks.export_memory --quick
     python -m benchmarks.export_memory --variants S/16 --formats qat_int8 --fine-tune-batch 16
 
-Each variant is exported by `export.convert.convert` (the pipeline users run: SavedModel,
+Each variant is exported by `export.pipeline.convert` (the pipeline users run: SavedModel,
 TFLite converter, LiteRT verification of every file) in a fresh spawned child process, so
 that nothing this process imported or allocated counts. The model is
 `tflite_latency.random_mixer` (random head, biases and LayerNorm, so that it converts to the
@@ -14,7 +14,7 @@ on the first `--eval-images` of them, with one latency run per thread count (lat
 tflite_latency's measure, not this one's).
 
 Memory is the child's peak resident set: the kernel's own high-water mark (VmHWM in
-/proc/self/status), exact, not sampled. It is split by phase: export.convert logs a DEBUG
+/proc/self/status), exact, not sampled. It is split by phase: export.pipeline logs a DEBUG
 line as each phase of each format begins ("int8: converting", "int8: verifying in LiteRT",
 ...); at each line the child reads VmHWM, gives it to the phase that just ended, and resets
 it (`5` into /proc/self/clear_refs, Linux), so each phase has its own peak and the export's
@@ -56,11 +56,11 @@ def _reset_peak():
 
 
 class PhasePeaks(logging.Handler):
-    """Peak resident memory and time per phase, the phases being export.convert's DEBUG lines.
+    """Peak resident memory and time per phase, the phases being export.pipeline's DEBUG lines.
 
     Example:
     >>> phases = PhasePeaks("start")
-    >>> logging.getLogger("export.convert").addHandler(phases)
+    >>> logging.getLogger("export.pipeline").addHandler(phases)
     """
 
     def __init__(self, first_phase):
@@ -98,33 +98,33 @@ def _timed_fine_tuning(step_ends):
 def export_in_child(connection, variant, formats, image_size, num_classes, calibration_images,
                     eval_images, fine_tune_steps, fine_tune_batch):
     """Runs in the spawned child: exports a random `variant`, sends back what it measured."""
-    from export import cli
+    from export.convert import return_freed_memory
 
-    cli.return_freed_memory()  # as `python -m export.convert` does, before TensorFlow loads
+    return_freed_memory()  # as `python -m export.convert` does, before TensorFlow loads
     import numpy as np
     import tensorflow as tf
 
     from benchmarks.tflite_latency import random_mixer
-    from export import convert
-    from export.modes import get_mode
+    from export import pipeline
+    from export.formats import get_format
     from export.settings import MIN_CALIBRATION_SAMPLES
 
     model = random_mixer(variant, image_size, num_classes)
     images = common.random_images(calibration_images, image_size, seed=1)
     labels = np.random.default_rng(1).integers(0, num_classes, len(images)).astype("int32")
     step_ends, train = [], None
-    if any(get_mode(name)["fine_tunes"] for name in formats):
+    if any(get_format(name)["fine_tunes"] for name in formats):
         _timed_fine_tuning(step_ends)
         train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(
             fine_tune_batch, drop_remainder=True)
     before = _status_bytes("VmRSS")
-    logger = logging.getLogger("export.convert")
+    logger = logging.getLogger("export.pipeline")
     phases = PhasePeaks("loading the model")
     logger.addHandler(phases)
     logger.setLevel(logging.DEBUG)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="export_memory-") as out_dir:
-        convert.convert(
+        pipeline.convert(
             model, out_dir, formats, representative_data=images,
             eval_data=(images[:eval_images], labels[:eval_images]), train_data=train,
             fine_tune_steps=fine_tune_steps, calibration_samples=len(images),

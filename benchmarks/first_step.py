@@ -1,4 +1,4 @@
-"""Time to the first step: how long `training.train.run` spends on an image folder before it trains.
+"""Time to the first step: how long `training.loop.run` spends on an image folder before it trains.
 
     python -m benchmarks.first_step                  # 20,000 32x32 JPEGs (18,000 + 2,000)
     python -m benchmarks.first_step --width 500 --height 375 --train-images 1800 \\
@@ -21,7 +21,7 @@ Two measurements, each the median, min and max of `repeats` runs after `warmup` 
   `training.image_folder.ImageFolder` (both splits, once) where that module exists, else with
   the old `training.data._folder_index` called as the code before it did (train, test, then
   train again for the training pipeline).
-- "first_step": seconds from calling `training.train.run(config, run_dir, verbose=0)` to the
+- "first_step": seconds from calling `training.loop.run(config, run_dir, verbose=0)` to the
   end of the first training step (a callback reads the clock once the first step's loss is a
   number, then stops the run), with a fresh run directory each time: the digits recipe on
   the folder at 16x16 with the tiny Mixer, batch 64, one epoch, no XLA, no validation.
@@ -70,11 +70,11 @@ def jpeg_folder(root, *, num_classes, train_images, test_images, width, height):
 
 
 def first_step_seconds(root):
-    """Seconds from calling `training.train.run` on `root` to the end of its first step."""
+    """Seconds from calling `training.loop.run` on `root` to the end of its first step."""
     import keras
 
+    from training.loop import run
     from training.recipes import get_recipe
-    from training.train import run
 
     class FirstStep(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -101,7 +101,7 @@ def first_step_seconds(root):
             run(config, run_dir, verbose=0, callbacks=[timer])
         except _FirstStepDone:
             return timer.end - start
-    raise RuntimeError("training.train.run returned without running a training step")
+    raise RuntimeError("training.loop.run returned without running a training step")
 
 
 def indexer():

@@ -4,7 +4,7 @@
     python -m benchmarks.tflite_latency --variants S/16 --convert-only   # convert, time later
     python -m benchmarks.tflite_latency --quick
 
-Conversion is export's own: `export.convert.convert` (the pipeline users run, with its
+Conversion is export's own: `export.pipeline.convert` (the pipeline users run, with its
 builtin-ops check and LiteRT verification) writes `<cache>/<variant>/<format>/<format>.tflite`
 and `report.json`, from a randomly initialised `MlpMixer` whose head, biases and LayerNorm
 scales and offsets are random too (`random_mixer`), calibrated on random pixels and
@@ -32,7 +32,7 @@ import time
 
 from benchmarks import common
 from benchmarks.flops import mixer_flops, peak
-from export.modes import MODES, keras_graph
+from export.formats import FORMATS, keras_graph
 
 # The 'before' of export's integer-friendly int8 graph, a row like export's own: full-integer
 # int8 of the graph as Keras lowers it, held to int8's bounds. Keras's LayerNorm keeps a
@@ -40,7 +40,7 @@ from export.modes import MODES, keras_graph
 # splits the graph around each LayerNorm.
 BASELINES = {
     "int8_keras_graph": {
-        **MODES["int8"],
+        **FORMATS["int8"],
         "description": "full-integer int8 of the graph as Keras lowers it (the before)",
         "prepare": keras_graph,
     },
@@ -77,7 +77,7 @@ def convert_baseline(model, name, representative_images):
     """TFLite bytes of `model` in the baseline format `name` (a row of BASELINES), through
     export's converter and its builtin-ops check."""
     from export import evaluate
-    from export.convert import to_tflite
+    from export.pipeline import to_tflite
 
     row = BASELINES[name]
     tflite = to_tflite(row["prepare"](model).model, row, representative_images)
@@ -89,11 +89,11 @@ def _convert(model, name, directory, images, labels, fine_tune_steps):
     """Writes `directory/<name>.tflite` and a `report.json` in export's layout."""
     import tensorflow as tf
 
-    from export import convert, evaluate
+    from export import evaluate, pipeline
 
     if name not in BASELINES:
         train = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2).repeat()
-        convert.convert(
+        pipeline.convert(
             model,
             directory,
             [name],

@@ -1,17 +1,18 @@
 """export/: how a trained Mixer reaches a phone.
 
-`export.convert.convert(source, out_dir, formats)` writes a SavedModel and one verified
-`.tflite` per format with a report; `export.predict.predict(model, images)` classifies images
-with one through the LiteRT interpreter. See docs/export.md.
+`export.pipeline.convert(source, out_dir, formats)` writes a SavedModel and one verified
+`.tflite` per format with a report; `export.classify.predict(model, images)` classifies
+images with one through the LiteRT interpreter. See docs/export.md.
 
     settings.py  ExportSettings: what an export is asked for besides its formats
-    modes.py     the formats as data, each row's preparation a function
+    formats.py   the formats as data, each row's preparation a function
     inputs.py    the model, run config, class names and images an export reads
     graph.py     the tf_keras twin and the integer-friendly graph, from the one builder
     optimize.py  tensorflow-model-optimization: QAT, pruning, clustering
-    convert.py   SavedModel and TFLite conversion, and convert(), which applies the rows
+    pipeline.py  SavedModel and TFLite conversion, and convert(), which applies the rows
     evaluate.py  the LiteRT checks and measurements
-    report.py    the report as Markdown and as a chart
-    predict.py   an exported model on image files, as an app runs it
-    cli.py       python -m export.convert / python -m export.predict
+    report.py    the report: built per format, written beside the models, as Markdown and a chart
+    classify.py  an exported model on image files, as an app runs it
+    convert.py   the command line python -m export.convert
+    predict.py   the command line python -m export.predict
 """

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.modes import calibrates
+from export.formats import calibrates
 from export.settings import FineTuning, fine_tune_batch_size
 from keras_mixer import preset_folder, storage
 from keras_mixer.mlp_mixer import MlpMixer
@@ -136,7 +136,7 @@ def run_datasets(run, source_name):
                 f"No run config for {source_name!r}, so no data to calibrate and evaluate on. "
                 "Pass a training run directory, a config.json beside the .keras file or "
                 "--config, or in Python pass representative_data= and eval_data= to "
-                "export.convert.convert."
+                "export.pipeline.convert."
             )
 
         return None, dataset, dataset
@@ -206,9 +206,9 @@ class ExportData:
     fine_tuning: FineTuning | None = None
 
 
-def collect_data(model, modes, settings, dataset, num_examples, *, representative_data=None,
+def collect_data(model, specs, settings, dataset, num_examples, *, representative_data=None,
                  eval_data=None, train_data=None):
-    """The ExportData the rows `modes` need: what is given, else drawn with `dataset` (and
+    """The ExportData the rows `specs` need: what is given, else drawn with `dataset` (and
     `num_examples`, run_datasets's)."""
     if eval_data is None:
         eval_data = dataset("test_split", training=False, batch_size=256)
@@ -217,7 +217,7 @@ def collect_data(model, modes, settings, dataset, num_examples, *, representativ
     if eval_labels is None:
         raise ValueError("eval_data needs labels: pass (images, labels) or a dataset of both.")
     representative = None
-    if any(calibrates(mode) for mode in modes.values()):
+    if any(calibrates(spec) for spec in specs.values()):
         if representative_data is None:
             representative_data = dataset("train_split", training=False,
                                           batch_size=min(settings.calibration_samples, 256))
@@ -231,7 +231,7 @@ def collect_data(model, modes, settings, dataset, num_examples, *, representativ
                 "(calibration_samples)."
             )
     fine_tuning = None
-    if any(mode["fine_tunes"] for mode in modes.values()):
+    if any(spec["fine_tunes"] for spec in specs.values()):
         train_data, fine_tuning = _fine_tuning_data(model, settings, dataset, num_examples,
                                                     train_data)
     return ExportData(eval_images, np.asarray(eval_labels).reshape(-1), representative,

@@ -7,7 +7,7 @@ logits. Importing tfmot sets TF_USE_LEGACY_KERAS=1, which changes what `tf.keras
 this project never writes `tf.keras` and imports `keras` and `tf_keras` by name.
 
 - `quantization_aware_training` returns the fine-tuned tf_keras QAT model (fake-quant
-  ranges learnt), which `export.convert` converts to full int8.
+  ranges learnt), which `export.pipeline` converts to full int8.
 - `prune` and `cluster` fine-tune the twin and return its stripped weights, which copy back
   into the Keras model by position; export then quantizes them like any model.
 """

@@ -1,4 +1,4 @@
-"""LiteRT Quantizer recipes applied to a float32 `.tflite`: the export/modes.py rows with a
+"""LiteRT Quantizer recipes applied to a float32 `.tflite`: the export/formats.py rows with a
 `recipe`.
 
 The LiteRT Quantizer (`litert-quantizer`, formerly ai-edge-quantizer) quantizes a converted
@@ -16,7 +16,7 @@ the package's own recipes (a function of `litert_quantizer.recipe`), and `quanti
   representative images the converter's int8 uses (export/inputs.py), to each tensor's min
   and max over all of them, as the converter's int8 is (`_calibrate`).
 
-The package is imported inside the functions: the command line reads export/modes.py, which
+The package is imported inside the functions: the command line reads export/formats.py, which
 names these recipes, before it sets up logging.
 """
 

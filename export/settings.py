@@ -30,7 +30,7 @@ MAX_FINE_TUNE_BATCH_SIZE = 64
 
 @dataclasses.dataclass(frozen=True)
 class ExportSettings:
-    """How `export.convert.convert` quantizes, fine-tunes and measures; checked on creation.
+    """How `export.pipeline.convert` quantizes, fine-tunes and measures; checked on creation.
 
     Args:
         io_dtype: "int8" or "uint8". Input and output type of the full-integer formats; with

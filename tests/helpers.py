@@ -26,6 +26,10 @@ TOLERANCE = 1e-5
 SUBPROCESS_TIMEOUT_S = 300
 # The digits recipe's training split and batch size (training/recipes.py).
 DIGITS_STEPS_PER_EPOCH = 1433 // 64
+# A command line's `main(argv)` called in the test process keeps TensorFlow's logs: the quiet
+# console rewires file descriptor 2, which pytest owns here. test_export.py's
+# test_command_lines_are_quiet_unless_verbose runs the commands quiet, in their own process.
+IN_PROCESS = ["--verbose"]
 # What a test subprocess sees: the repository and tests/ (for helpers) importable, TF quiet.
 ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",

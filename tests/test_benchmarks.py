@@ -234,7 +234,7 @@ def test_tflite_latency_quick(capsys, tmp_path):
 def test_export_memory_quick_splits_the_peak_by_export_phase(capsys, tmp_path):
     (record,) = run(export_memory, capsys, tmp_path, "--formats", "fp32", "int8")
     phases = [phase["phase"] for phase in record["phases"]]
-    # Every phase export.convert logs, in order, each format's from preparing to verifying.
+    # Every phase export.pipeline logs, in order, each format's from preparing to verifying.
     for name in ("fp32", "int8"):
         steps = [f"{name}: {step}" for step in
                  ("preparing the graph", "writing the batch-1 SavedModel", "converting",

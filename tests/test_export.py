@@ -2,7 +2,7 @@
 
 One tiny Mixer (tests/helpers.py TINY, 8x8 digits, patch 4) is trained once per module
 through training.data.make_dataset and exported once to every default format; the tests
-read that report and the files. Bounds are export/modes.py's, stated there per format;
+read that report and the files. Bounds are export/formats.py's, stated there per format;
 accuracy is on the digits test split (364 images, so 1 point is ~3.6 images). The 'before'
 of the integer-friendly graph is the benchmark's row (benchmarks/tflite_latency.py).
 """
@@ -19,14 +19,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import IN_PROCESS, TINY, litert_logits, program, run_bounded
 
 import keras_mixer
-from export import cli, evaluate, graph, inputs, modes
-from export import convert as convert_module
-from export.convert import AccuracyBudgetError, convert, to_tflite
-from export.modes import MODES
+from export import convert as convert_command
+from export import evaluate, graph, inputs, pipeline
+from export import formats as export_formats
+from export import predict as predict_command
+from export.pipeline import AccuracyBudgetError, convert, to_tflite
 from export.settings import ExportSettings
-from helpers import TINY, litert_logits, program, run_bounded
 from keras_mixer import MlpMixer, file_system, gelu_tanh, storage
 
 RECIPE_FORMATS = ["weight_only_int8", "dynamic_int4_blockwise", "int16x8"]
@@ -37,14 +38,12 @@ BASELINE = "int8_keras_graph"
 # absl's native log prefix (I0000 00:00:...), as training/console.py drops it.
 NATIVE_LOG_LINE = re.compile(r"^[IWE]\d{4} ", re.MULTILINE)
 XNNPACK_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate"
-# In-process command lines keep TensorFlow's logs: the quiet console rewires file descriptor
-# 2, which pytest owns here. test_command_lines_are_quiet_unless_verbose runs them quiet.
-IN_PROCESS = ["--verbose"]
 
 
 def _split(run_dir, split):
     """`(images, labels)` of one split of the run's data, through training's pipeline."""
-    from training import data, run_dir as run_dir_lib
+    from training import data
+    from training import run_dir as run_dir_lib
 
     dataset = data.make_dataset(run_dir_lib.read_config(run_dir), split, training=False,
                                 batch_size=256)
@@ -137,8 +136,8 @@ def test_litert_model_is_held_to_its_bounds_against_keras(exported, digits_test,
         assert result["agreement_with_keras"] == pytest.approx(agreement, abs=0.01)
         return
     relative = np.abs(logits - keras_test_logits).max() / np.abs(keras_test_logits).max()
-    assert relative <= MODES[name]["max_logit_diff"], (name, relative)
-    assert agreement >= MODES[name]["min_agreement"], (name, agreement)
+    assert relative <= export_formats.FORMATS[name]["max_logit_diff"], (name, relative)
+    assert agreement >= export_formats.FORMATS[name]["min_agreement"], (name, agreement)
     assert result["relative_max_logit_diff"] == pytest.approx(relative, rel=0.05, abs=1e-6)
 
 
@@ -249,7 +248,8 @@ def test_int16x8_is_integer_end_to_end_outside_xnnpack(exported):
 
 
 def test_calibration_images_are_drawn_for_static_activations_only():
-    calibrated = {name for name, mode in MODES.items() if modes.calibrates(mode)}
+    calibrated = {name for name, spec in export_formats.FORMATS.items()
+                  if export_formats.calibrates(spec)}
     assert calibrated == {"int8", "qat_int8", "pruned_int8", "clustered_int8", "int16x8"}
 
 
@@ -264,7 +264,7 @@ def test_static_recipe_without_calibration_images_is_a_clear_error(exported):
 def test_recipe_refuses_a_float32_source_that_is_not_the_keras_model(
         exported, run_dir, digits_test, tmp_path, monkeypatch):
     int8 = (exported[0] / "int8.tflite").read_bytes()
-    monkeypatch.setattr(convert_module, "saved_model_to_tflite", lambda *args, **kwargs: int8)
+    monkeypatch.setattr(pipeline, "saved_model_to_tflite", lambda *args, **kwargs: int8)
     with pytest.raises(RuntimeError, match="float32 .tflite that weight_only_int8 quantizes"):
         convert(str(run_dir), str(tmp_path), ["weight_only_int8"],
                 eval_data=(digits_test[0][:40], digits_test[1][:40]))
@@ -365,23 +365,23 @@ def _png(path, image):
 
 
 def test_predict_reads_images_and_labels_file(exported, digits_test, tmp_path, capsys):
-    from export import predict
+    from export import classify
 
     out_dir, _ = exported
     images, labels = digits_test
     paths = [_png(tmp_path / f"digit_{index}.png", images[index]) for index in range(20)]
     for name in ["fp32", "int8"]:
-        results = predict.predict(str(out_dir / f"{name}.tflite"), paths, top=3)
+        results = classify.predict(str(out_dir / f"{name}.tflite"), paths, top=3)
         assert all(len(top) == 3 and top[0][1] >= top[1][1] for top in results)
         predicted = [top[0][0] for top in results]
         assert np.mean([p == str(label) for p, label in zip(predicted, labels[:20])]) >= 0.9
-    code = cli.predict_main([str(out_dir / "int8.tflite"), paths[0], "--top", "1", *IN_PROCESS])
+    code = predict_command.main([str(out_dir / "int8.tflite"), paths[0], "--top", "1", *IN_PROCESS])
     assert code == 0
     assert capsys.readouterr().out.startswith(f"{paths[0]}: {labels[0]} ")
 
 
 def test_labels_come_from_the_run_class_list(run_dir, digits_test, tmp_path):
-    from export import predict
+    from export import classify
 
     run = tmp_path / "run"
     run.mkdir()
@@ -392,7 +392,7 @@ def test_labels_come_from_the_run_class_list(run_dir, digits_test, tmp_path):
     convert(str(run), str(tmp_path / "out"), ["fp32"], eval_samples=50, latency_runs=2)
     assert (tmp_path / "out" / "labels.txt").read_text().split() == names
     image = digits_test[0][:1]
-    [[(top, _)]] = predict.predict(str(tmp_path / "out" / "fp32.tflite"),
+    [[(top, _)]] = classify.predict(str(tmp_path / "out" / "fp32.tflite"),
                                    [_png(tmp_path / "digit.png", image[0])], top=1)
     model = inputs.load_model(str(run_dir))
     assert top == names[int(model.predict(image, verbose=0).argmax())]
@@ -467,7 +467,7 @@ def _write_every_kind(folder):
 def test_predict_reads_every_kind_of_image_file_as_training_does(tmp_path, num_channels):
     # Before: predict decoded with Pillow, training with TensorFlow: a 16-bit gray PNG reached
     # the model as pure white (255) in predict and as its high byte in training.
-    from export import predict
+    from export import classify
     from training import data, recipes
 
     expected = _write_every_kind(tmp_path / "train")
@@ -484,7 +484,7 @@ def test_predict_reads_every_kind_of_image_file_as_training_does(tmp_path, num_c
                     else want @ np.array([[0.2989], [0.5870], [0.1140]]))
         atol = 2.0 if name.endswith(".jpg") else 1e-3
         np.testing.assert_array_equal(
-            predict.load_image(path, HEIGHT, WIDTH, num_channels), pixels[0], err_msg=name)
+            classify.load_image(path, HEIGHT, WIDTH, num_channels), pixels[0], err_msg=name)
         np.testing.assert_allclose(pixels[0], want, atol=atol, err_msg=name)
 
 
@@ -493,7 +493,7 @@ def test_predict_crops_as_the_run_evaluated(tmp_path):
     # the model, as export.convert writes it, and feeds the pixels the test split was fed.
     from PIL import Image
 
-    from export import predict
+    from export import classify
     from training import data, recipes
 
     photo = tmp_path / "photos" / "test" / "a" / "wide.png"
@@ -504,26 +504,37 @@ def test_predict_crops_as_the_run_evaluated(tmp_path):
     (pixels, _), = data.make_dataset(config, "test", training=False, batch_size=1)
     model_dir = tmp_path / "export"
     model_dir.mkdir()
-    (model_dir / predict.PREPROCESSING_FILE).write_text(json.dumps({"crop": "center_crop"}))
-    crop = predict.load_crop(model_dir / "fp32.tflite")
-    fed = predict.load_image(str(photo), HEIGHT, WIDTH, 3, crop)
+    (model_dir / classify.PREPROCESSING_FILE).write_text(json.dumps({"crop": "center_crop"}))
+    crop = classify.load_crop(model_dir / "fp32.tflite")
+    fed = classify.load_image(str(photo), HEIGHT, WIDTH, 3, crop)
     np.testing.assert_array_equal(fed, pixels[0])
-    whole = predict.load_image(str(photo), HEIGHT, WIDTH, 3)
+    whole = classify.load_image(str(photo), HEIGHT, WIDTH, 3)
     assert np.abs(whole - pixels[0]).max() > 10  # the crop matters for this image
+
+
+@pytest.mark.parametrize("content", ['{"crop": "centre"}', '{"crop": ', '["center_crop"]'])
+def test_a_damaged_preprocessing_file_is_named_not_guessed(tmp_path, content):
+    # An unknown crop, a cut-off file, JSON of another shape: predict must not fall back to a
+    # resize the model was never evaluated with.
+    from export import classify
+
+    (tmp_path / classify.PREPROCESSING_FILE).write_text(content)
+    with pytest.raises(ValueError, match="preprocessing.json.*'resize', 'center_crop'"):
+        classify.load_crop(tmp_path / "fp32.tflite")
 
 
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
-    code = cli.convert_main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
+    code = convert_command.main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
                              "--eval-samples", "50", *IN_PROCESS])
     assert code == 0
     assert (out_dir / "fp32.tflite").is_file() and (out_dir / "report.json").is_file()
     output = capsys.readouterr().out
     assert "| fp32 |" in output and "Wrote fp32.tflite, labels.txt" in output
-    assert cli.convert_main([str(tmp_path / "missing"), "--out", str(out_dir), *IN_PROCESS]) == 2
+    assert convert_command.main([str(tmp_path / "missing"), "--out", str(out_dir), *IN_PROCESS]) == 2
     assert "No model at" in capsys.readouterr().err
     budget = ["--formats", "dynamic_int8", "--eval-samples", "50", "--max-accuracy-drop", "-1"]
-    assert cli.convert_main([str(run_dir), "--out", str(tmp_path / "budget"), *budget,
+    assert convert_command.main([str(run_dir), "--out", str(tmp_path / "budget"), *budget,
                              *IN_PROCESS]) == 1
     captured = capsys.readouterr()
     assert "FAILED: Quantized models outside the accuracy budget" in captured.err
@@ -627,12 +638,23 @@ def test_command_line_shows_each_format_with_its_time(killed_then_rerun):
         assert len(lines) == 1, output
 
 
-def test_command_line_module_imports_no_tensorflow():
-    # The console must be set up before TensorFlow loads, so the parsers import nothing heavy.
-    code, output = run_bounded([sys.executable, "-c", "import sys, export.cli; "
-                                "print(sorted({'tensorflow', 'keras', 'ai_edge_litert'} "
-                                "& set(sys.modules)))"], timeout=60)
-    assert code == 0 and output.strip() == "[]", output
+def test_command_line_modules_load_once_and_nothing_heavy_before_main():
+    # The console must be set up before TensorFlow loads, so the command modules and the
+    # parsers import nothing heavy; `python -m` runs a command module as __main__, and nothing
+    # imports it again under its own name.
+    program = (
+        "import runpy, sys\n"
+        "for name in ('export.convert', 'export.predict'):\n"
+        "    sys.argv = [name, '--help']\n"
+        "    try:\n"
+        "        runpy.run_module(name, run_name='__main__', alter_sys=True)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "import training.train\n"
+        "print(sorted({'tensorflow', 'keras', 'ai_edge_litert', 'export.convert', "
+        "'export.predict'} & set(sys.modules)))\n")
+    code, output = run_bounded([sys.executable, "-c", program], timeout=60)
+    assert code == 0 and output.strip().splitlines()[-1] == "[]", output
 
 
 # ----------------------------------------------------------------------------- long work
@@ -683,8 +705,8 @@ def test_fine_tuning_batch_holds_the_patches_per_batch(variant, image_size, exam
 def test_qat_leaves_the_defaults_above_the_size_bound_saying_so(run_dir, tmp_path, monkeypatch,
                                                                  caplog):
     parameters = inputs.load_model(str(run_dir)).count_params()
-    monkeypatch.setattr(modes, "DEFAULT_MAX_PARAMETERS", {"qat_int8": parameters - 1})
-    monkeypatch.setattr(modes, "DEFAULT_FORMATS", ("fp32", "qat_int8"))
+    monkeypatch.setattr(export_formats, "DEFAULT_MAX_PARAMETERS", {"qat_int8": parameters - 1})
+    monkeypatch.setattr(export_formats, "DEFAULT_FORMATS", ("fp32", "qat_int8"))
     report = convert(str(run_dir), str(tmp_path), eval_samples=50, latency_runs=2)
     assert set(report["formats"]) == {"saved_model", "fp32"}
     [notice] = [record.getMessage() for record in caplog.records
@@ -693,8 +715,8 @@ def test_qat_leaves_the_defaults_above_the_size_bound_saying_so(run_dir, tmp_pat
                              f"{parameters:,} parameters, more than its bound of "
                              f"{parameters - 1:,}") and "\n" not in notice
     # At the bound it stays, and asked for by name it runs whatever the size.
-    assert "qat_int8" in modes.resolve_formats(None, parameters - 1)[0]
-    assert "qat_int8" in modes.resolve_formats(["qat_int8"], parameters)[0]
+    assert "qat_int8" in export_formats.resolve_formats(None, parameters - 1)[0]
+    assert "qat_int8" in export_formats.resolve_formats(["qat_int8"], parameters)[0]
 
 
 # ----------------------------------------------------------------------------- faults
@@ -723,7 +745,7 @@ def test_corrupt_keras_file_is_reported_as_corrupt(run_dir, tmp_path, capsys):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError, match=rf"{name}' is corrupt \(not a zip archive"):
             convert(str(tmp_path / name), str(tmp_path / "out"))
-    code = cli.convert_main([str(tmp_path / "broken.keras"), "--out", str(tmp_path / "out"),
+    code = convert_command.main([str(tmp_path / "broken.keras"), "--out", str(tmp_path / "out"),
                              *IN_PROCESS])
     assert code == 2
     error = capsys.readouterr().err
@@ -755,7 +777,7 @@ def test_legacy_h5_model_is_named_with_the_way_to_a_keras_file(tmp_path, capsys,
     model = MlpMixer(**TINY, num_classes=3, image_size=8, num_channels=1)
     h5 = tmp_path / "model.h5"
     model.save(h5)  # Keras 3 still writes the legacy format, with a warning
-    code = cli.convert_main([str(h5), "--out", str(tmp_path / "out"), *IN_PROCESS])
+    code = convert_command.main([str(h5), "--out", str(tmp_path / "out"), *IN_PROCESS])
     error = capsys.readouterr().err
     assert code == 2 and error.count("\n") == 1, error
     assert error.startswith(f"error: '{h5}' is a legacy HDF5 Keras file (.h5), which is not "
@@ -770,7 +792,7 @@ def test_legacy_h5_model_is_named_with_the_way_to_a_keras_file(tmp_path, capsys,
     np.testing.assert_array_equal(inputs.load_model(str(tmp_path / "model.keras"))(images),
                                   model(images))
     # predict, given the .h5 in a .tflite's place, says the same.
-    assert cli.predict_main([str(h5), str(tmp_path / "any.png"), *IN_PROCESS]) == 2
+    assert predict_command.main([str(h5), str(tmp_path / "any.png"), *IN_PROCESS]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: '{h5}' is an HDF5 file (a legacy Keras .h5 model?), not a "
                             ".tflite: save the model as a .keras (model.save('model.keras')) and "
@@ -792,7 +814,7 @@ def test_predict_says_in_one_line_what_is_wrong(exported, run_dir, digits_test, 
         (run_dir / "model.keras", image, "model.keras", r"is a zip archive \(a Keras \.keras"),
     ]
     for model_path, image_path, named, message in cases:
-        assert cli.predict_main([str(model_path), str(image_path), *IN_PROCESS]) == 2
+        assert predict_command.main([str(model_path), str(image_path), *IN_PROCESS]) == 2
         error = capsys.readouterr().err
         assert error.startswith("error: ") and error.count("\n") == 1, error
         assert named in error and re.search(message, error), error
@@ -811,7 +833,7 @@ def test_bad_representative_data_is_a_clear_error(run_dir, digits_test, tmp_path
 
 
 def test_fine_tuned_formats_without_tfmot_are_a_clear_error(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(modes, "tfmot_available", lambda: False)
+    monkeypatch.setattr(export_formats, "tfmot_available", lambda: False)
     with pytest.raises(ImportError, match="qat_int8 need tensorflow-model-optimization"):
         convert(str(run_dir), str(tmp_path), ["fp32", "qat_int8"])
     assert not list(tmp_path.iterdir())
@@ -833,7 +855,7 @@ def test_flex_ops_are_refused_and_nothing_is_written(run_dir, digits_test, tmp_p
     flex = converter.convert()
     with pytest.raises(evaluate.OpsError, match="not TFLite builtins: FlexAsString"):
         evaluate.check_builtin_ops(flex)
-    monkeypatch.setattr(convert_module, "saved_model_to_tflite", lambda *args, **kwargs: flex)
+    monkeypatch.setattr(pipeline, "saved_model_to_tflite", lambda *args, **kwargs: flex)
     with pytest.raises(evaluate.OpsError):
         convert(str(run_dir), str(tmp_path), ["fp32"],
                 eval_data=(digits_test[0][:20], digits_test[1][:20]))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from helpers import (
     DIGITS_STEPS_PER_EPOCH,
+    IN_PROCESS,
     TINY,
     interrupt_mid_epoch_and_resume,
     jax_hosts,
@@ -219,7 +220,7 @@ def test_a_backend_other_than_the_running_one_is_refused(data_dir, tmp_path, cap
     from training import train
 
     code = train.main(["--run-dir", str(tmp_path / "run"), "--data-dir", data_dir, "--no-export",
-                       "--set", "backend=jax"])
+                       "--set", "backend=jax", *IN_PROCESS])
     error = capsys.readouterr().err
     assert code == 2 and "config backend='jax' but Keras runs on 'tensorflow'" in error, error
     assert "--backend jax" in error and not (tmp_path / "run").exists()

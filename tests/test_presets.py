@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import TINY, program, run_bounded
+from helpers import IN_PROCESS, TINY, program, run_bounded
 from reference import mixer_forward, random_official_params
 
 from keras_mixer import MlpMixer, PresetError, load_official_checkpoint, presets
@@ -382,8 +382,8 @@ def test_class_names_must_name_every_output(tmp_path):
 
 
 def test_export_names_the_outputs_of_a_model_from_a_1k_preset(offline, tmp_path):
-    from export import predict
-    from export.convert import convert
+    from export import classify
+    from export.pipeline import convert
 
     write_official(offline[1], "tiny_imagenet1k")
     folder = tmp_path / "preset"
@@ -395,7 +395,7 @@ def test_export_names_the_outputs_of_a_model_from_a_1k_preset(offline, tmp_path)
     assert (out / "labels.txt").read_text().splitlines() == model.class_names
     png = tmp_path / "image.png"
     keras.utils.save_img(png, images[0])
-    top = predict.predict(str(out / "fp32.tflite"), [str(png)], top=1)[0][0]
+    top = classify.predict(str(out / "fp32.tflite"), [str(png)], top=1)[0][0]
     assert top[0] == model.class_names[int(np.argmax(model(images[:1])))]
 
 
@@ -418,7 +418,8 @@ def test_train_command_says_in_one_line_that_a_preset_is_unknown(data_dir, tmp_p
     from training import train
 
     run_dir = tmp_path / "run"
-    argv = ["--init", "mixer_b16", "--data-dir", data_dir, "--run-dir", str(run_dir), "--no-export"]
+    argv = ["--init", "mixer_b16", "--data-dir", data_dir, "--run-dir", str(run_dir), "--no-export",
+            *IN_PROCESS]
     assert train.main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: Unknown preset 'mixer_b16'. Known presets: mixer_b16_imagenet21k")
@@ -428,15 +429,15 @@ def test_train_command_says_in_one_line_that_a_preset_is_unknown(data_dir, tmp_p
 def test_training_from_a_preset_writes_a_preset_folder(offline, data_dir, tmp_path):
     from helpers import digits_config
 
+    from training import loop
     from training import run_dir as run_dir_lib
-    from training import train
 
     _, params = write_official(offline[1], "tiny_imagenet1k")
     config = digits_config(
         data_dir, init="tiny_imagenet1k", num_channels=3, image_size=16, epochs=1,
         batch_size=256, validate_every_epoch=False, learning_rate=1e-4,
     )
-    run_dir = train.run(config, str(tmp_path / "run"), verbose=0)
+    run_dir = loop.run(config, str(tmp_path / "run"), verbose=0)
     model = MlpMixer.from_preset(run_dir)
     assert model.class_names == run_dir_lib.read_class_names(run_dir)
     assert model.num_classes == 10 and model.image_size == (16, 16)

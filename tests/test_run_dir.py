@@ -17,13 +17,13 @@ import sys
 import time
 
 import pytest
-from helpers import TINY, digits_config, program, run_bounded, start
+from helpers import IN_PROCESS, TINY, digits_config, program, run_bounded, start
 
 from keras_mixer import file_system, partial_files, storage
-from training import lease, train
+from training import lease, loop, train
 from training.errors import RunDirInUseError
 
-CLI = ["--image-size", "8", "--epochs", "1", "--no-export", "--set", f"model={json.dumps(TINY)}",
+CLI = [*IN_PROCESS, "--image-size", "8", "--epochs", "1", "--no-export", "--set", f"model={json.dumps(TINY)}",
        "--set", "jit_compile=false"]
 
 
@@ -184,10 +184,10 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes(data_dir, t
 def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
     data_dir, tmp_path, monkeypatch
 ):
-    from export import convert
+    from export import pipeline
 
-    run_dir = train.run(digits_config(data_dir, epochs=1, validate_every_epoch=False),
-                        str(tmp_path / "run"), verbose=0)
+    run_dir = loop.run(digits_config(data_dir, epochs=1, validate_every_epoch=False),
+                       str(tmp_path / "run"), verbose=0)
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text('{"formats": {"int8": {}}}')  # an earlier export's
@@ -201,7 +201,7 @@ def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
 
         monkeypatch.setattr(file_system._LocalFiles, "GFile", staticmethod(full_at))
         with pytest.raises(storage.StorageError) as error:
-            convert.convert(run_dir, str(out), ["fp32", "fp16"], eval_samples=32)
+            pipeline.convert(run_dir, str(out), ["fp32", "fp16"], eval_samples=32)
         assert str(error.value).startswith(
             f"cannot write '{out / name}': no space left on the device.")
         return str(error.value)

@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from helpers import (
     DIGITS_STEPS_PER_EPOCH,
+    IN_PROCESS,
     TINY,
     assert_same_history,
     digits_config,
@@ -76,7 +77,7 @@ def test_non_finite_loss_stops_and_names_the_step(data_dir, tmp_path):
         validate_every_epoch=False,
     )
     with pytest.raises(loop.NonFiniteLossError, match=r"at step \d+") as error:
-        train.run(config, str(tmp_path), verbose=0)
+        loop.run(config, str(tmp_path), verbose=0)
     assert "backup" not in str(error.value)  # no checkpoint was written before it: none named
 
 
@@ -88,7 +89,7 @@ def test_one_fit_per_run_counts_the_epochs_of_the_run(data_dir, tmp_path, capsys
             CountFits.fits += 1
 
     config = digits_config(data_dir, epochs=3, batch_size=256, validate_every_epoch=False)
-    train.run(config, str(tmp_path), verbose=2, callbacks=[CountFits()])
+    loop.run(config, str(tmp_path), verbose=2, callbacks=[CountFits()])
     output = capsys.readouterr().out
     assert CountFits.fits == 1
     assert [line for line in output.splitlines() if line.startswith("Epoch ")] == [
@@ -108,8 +109,8 @@ RESUMED = dict(epochs=2, batch_size=256, checkpoint_every_steps=1)
 def uninterrupted(data_dir, tmp_path_factory):
     """The run of RESUMED without interruption: what every resumed run must end as."""
     keras.utils.set_random_seed(0)
-    return Path(train.run(digits_config(data_dir, **RESUMED),
-                          str(tmp_path_factory.mktemp("uninterrupted")), verbose=0))
+    return Path(loop.run(digits_config(data_dir, **RESUMED),
+                         str(tmp_path_factory.mktemp("uninterrupted")), verbose=0))
 
 
 class OnStep(keras.callbacks.Callback):
@@ -130,9 +131,9 @@ def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_p
 
     config = digits_config(data_dir, **RESUMED)
     with pytest.raises(KeyboardInterrupt):
-        train.run(config, str(tmp_path), verbose=0, callbacks=[OnStep(interrupt)])
+        loop.run(config, str(tmp_path), verbose=0, callbacks=[OnStep(interrupt)])
     for _ in range(2):  # the resume, then a rerun of the finished run
-        train.run(config, str(tmp_path), verbose=0)
+        loop.run(config, str(tmp_path), verbose=0)
         history = json.loads((tmp_path / "metrics.json").read_text())["history"]
         assert [row["epoch"] for row in history] == [1, 2]
         assert all(np.isfinite(row["val_loss"]) for row in history)
@@ -152,7 +153,7 @@ def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
                  "--epochs", "2", "--batch-size", "256", "--set", "model=" + json.dumps(TINY),
                  "--set", "image_size=8", "--set", "jit_compile=false",
                  "--set", "label_smoothing=0.0", "--set", "random_shift=0",
-                 "--set", "checkpoint_every_steps=100"]
+                 "--set", "checkpoint_every_steps=100", *IN_PROCESS]
 
     def not_caught(signum, frame):  # SIGTERM's own action would end pytest itself
         raise AssertionError("SIGTERM reached the process's handler, not training's")
@@ -160,7 +161,7 @@ def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
     # The signal comes in the callbacks after step `stop_at`, before training's own (the
     # last): that is the next step boundary.
     sigterm = OnStep(lambda step: step == stop_at and os.kill(os.getpid(), signal.SIGTERM))
-    monkeypatch.setattr(train, "run", functools.partial(train.run, verbose=0, callbacks=[sigterm]))
+    monkeypatch.setattr(loop, "run", functools.partial(loop.run, verbose=0, callbacks=[sigterm]))
     previous = signal.signal(signal.SIGTERM, not_caught)
     try:
         assert train.main(arguments) == 143
@@ -173,8 +174,8 @@ def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
     assert json.loads((tmp_path / "backup" / "step.json").read_text())["step"] == stop_at
 
     steps = []
-    monkeypatch.setattr(train, "run", functools.partial(
-        train.run, verbose=0, callbacks=[OnStep(steps.append)]))
+    monkeypatch.setattr(loop, "run", functools.partial(
+        loop.run, verbose=0, callbacks=[OnStep(steps.append)]))
     assert train.main(arguments) == 0
     assert steps == list(range(stop_at + 1, 11))  # the rerun went on from there, to step 10
     assert max_abs_difference(weights_of(tmp_path), weights_of(uninterrupted)) <= 1e-6
@@ -184,8 +185,8 @@ def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
 def test_steps_per_execution_that_does_not_divide_the_epoch_keeps_its_steps(data_dir, tmp_path):
     # 5 steps per epoch, 2 per call: Keras's own loop would run 6 per epoch on one stream.
     common = dict(epochs=2, batch_size=256, validate_every_epoch=False, dropout_rate=0.0)
-    one = train.run(digits_config(data_dir, **common), str(tmp_path / "one"), verbose=0)
-    two = train.run(
+    one = loop.run(digits_config(data_dir, **common), str(tmp_path / "one"), verbose=0)
+    two = loop.run(
         digits_config(data_dir, steps_per_execution=2, **common), str(tmp_path / "two"), verbose=0
     )
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["steps"] == 10
@@ -197,7 +198,7 @@ def test_mixed_bfloat16_with_xla_trains_and_saves_a_float32_model(data_dir, tmp_
         data_dir, epochs=1, batch_size=128, dtype_policy="mixed_bfloat16", jit_compile=True,
         validate_every_epoch=False, dropout_rate=0.0,
     )
-    run_dir = train.run(config, str(tmp_path), verbose=0)
+    run_dir = loop.run(config, str(tmp_path), verbose=0)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert np.isfinite(metrics["test_loss"]) and metrics["steps"] == 1433 // 128
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
@@ -216,7 +217,7 @@ def test_init_fine_tunes_an_official_checkpoint_at_a_higher_resolution(data_dir,
         data_dir, init=path, num_channels=3, image_size=16, epochs=1, batch_size=256,
         validate_every_epoch=False, dropout_rate=0.0, learning_rate=1e-4,
     )
-    run_dir = train.run(config, str(tmp_path / "run"), verbose=0)
+    run_dir = loop.run(config, str(tmp_path / "run"), verbose=0)
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
     assert model.num_classes == 10 and tuple(model.image_size) == (16, 16)
     # The body starts from the checkpoint (5 small steps away), not from a fresh initialisation.
@@ -234,7 +235,7 @@ def test_remote_run_directory_gets_every_file_and_nothing_lands_locally(
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     run_dir = "ram://runs/remote"
     config = digits_config(data_dir, epochs=2, batch_size=256, checkpoint_every_steps=2)
-    assert train.run(config, run_dir, verbose=0) == run_dir
+    assert loop.run(config, run_dir, verbose=0) == run_dir
     for name in ("config.json", "run_info.json", "model.keras", "metrics.json",
                  "training_curves.png", "backup/checkpoint.weights.h5", "backup/step.json",
                  "logs/history.csv"):
@@ -247,7 +248,7 @@ def test_remote_run_directory_gets_every_file_and_nothing_lands_locally(
     ours = [path for path in temp.iterdir() if not path.name.startswith("__autograph_generated")]
     assert list(work.iterdir()) == [] and ours == []
     # The same command resumes from there: a finished run is written again, unchanged.
-    train.run(config, run_dir, verbose=0)
+    loop.run(config, run_dir, verbose=0)
     assert len(storage.read_json(f"{run_dir}/metrics.json")["history"]) == 2
 
 
@@ -281,7 +282,7 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
     info = json.loads((chief / "run_info.json").read_text())
     assert info["num_replicas"] == 2 and info["strategy"] == "MultiWorkerMirroredStrategy"
     # Two workers with half batches each follow the same path as one process with the global batch.
-    single = train.run(
+    single = loop.run(
         digits_config(data_dir, epochs=1, batch_size=256, warmup_steps=2, dropout_rate=0.0),
         str(tmp_path / "single"),
         verbose=0,
@@ -368,7 +369,8 @@ def test_cli_refuses_bad_values_before_writing_anything(
     data_dir, tmp_path, capsys, arguments, message
 ):
     run_dir = tmp_path / "run"
-    code = train.main(["--run-dir", str(run_dir), "--data-dir", data_dir, "--no-export", *arguments])
+    code = train.main(["--run-dir", str(run_dir), "--data-dir", data_dir, "--no-export", *arguments,
+                       *IN_PROCESS])
     error = capsys.readouterr().err
     assert code == 2 and message in error and error.count("\n") == 1, error
     assert not run_dir.exists()
@@ -378,7 +380,7 @@ def test_cli_refuses_a_run_dir_that_is_a_file_or_cannot_be_written(data_dir, tmp
     a_file = tmp_path / "file"
     a_file.write_text("")
     arguments = ["--data-dir", data_dir, "--no-export", "--epochs", "1",
-                 "--set", "model=" + json.dumps(TINY)]
+                 "--set", "model=" + json.dumps(TINY), *IN_PROCESS]
     assert train.main(["--run-dir", str(a_file), *arguments]) == 2
     assert f"--run-dir '{a_file}' is a file" in capsys.readouterr().err
     # Permissions do not stop root (CI runs as root): nobody can make a folder inside a file.
@@ -400,11 +402,12 @@ def test_cli_ends_by_running_the_export_command_on_the_run(
     code = train.main(
         ["--run-dir", str(tmp_path), "--data-dir", data_dir, "--epochs", "1",
          "--set", f"model={json.dumps(TINY)}", "--set", "jit_compile=false",
-         "--set", "validate_every_epoch=false"]
+         "--set", "validate_every_epoch=false", *IN_PROCESS]
     )
     if litert_installed:  # export's command on the run, and its exit code
         assert code == 7 and calls == [[sys.executable, "-m", "export.convert", str(tmp_path),
-                                        "--out", os.path.join(str(tmp_path), "export")]]
+                                        "--out", os.path.join(str(tmp_path), "export"),
+                                        *IN_PROCESS]]
     else:
         assert code == 0 and calls == [] and "Export skipped" in capsys.readouterr().out
     config = json.loads((tmp_path / "config.json").read_text())

@@ -64,7 +64,7 @@ def preprocess(image, seed, config, training, randaugment=None):
 
 
 def evaluation_image(image, size, num_channels, crop="resize"):
-    """An image as evaluation, export's calibration and `export.predict` feed it to the model.
+    """An image as evaluation, export's calibration and `export.classify` feed it to the model.
 
     Returns float32 (height, width, num_channels) in [0, 255].
 

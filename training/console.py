@@ -1,5 +1,11 @@
 """What the command lines print: Keras's progress bar, our notices and errors, not TF's C++ logs.
 
+The one home of what `python -m training.train`, `python -m export.convert` and
+`python -m export.predict` share: the quiet console, logging, `--verbose`, and a user's mistake
+as one line, `error: ...`, with exit code 2. Standard library only, so that a command module
+imports it before TensorFlow (keras_mixer would not do: its package imports Keras, and Keras
+reads KERAS_BACKEND as it loads).
+
 TensorFlow, XLA and the TFLite converter log from C++ straight to the process's stderr
 (`I0000 ... port.cc:153] oneDNN custom operations are on`, `flatbuffer_export.cc`,
 `Reading SavedModel`, `INFO: Created TensorFlow Lite XNNPACK delegate`): a digits run
@@ -16,6 +22,11 @@ import os
 import re
 import sys
 import threading
+
+# What a user can fix: missing, corrupt or unwritable paths (OSError, keras_mixer's
+# StorageError), bad settings, configs and data (ValueError), a missing package (ImportError),
+# a model that is not a Mixer (TypeError).
+USER_ERRORS = (OSError, ImportError, TypeError, ValueError)
 
 # absl's native prefix: severity and date, time, thread, file:line] ("I0000 00:00:1796.5 42 a.cc:1] ")
 _NATIVE_LOG = re.compile(rb"^[IWE]\d{4} \d+:\d+:[\d.]+\s+\d+ [\w./-]+:\d+\] ")
@@ -86,3 +97,15 @@ def configure(verbose=False, progress=()):
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     for name in progress:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def add_verbose_flag(parser):
+    """Every command line's `--verbose`: keep the native log lines `quiet()` drops."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's, XLA's and LiteRT's native log lines")
+
+
+def user_error(error):
+    """Prints a user's mistake as one line, `error: ...`; returns the exit code, 2."""
+    print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+    return 2

@@ -7,7 +7,7 @@ itself), int32 labels.
 
 The `dataset` entry of a run config is a tfds name or an image folder (training/sources.py,
 opened once per run by `open_source`); what happens to each image is training/augment.py,
-and how its file becomes pixels is training/images.py (`export.predict` reads files through
+and how its file becomes pixels is training/images.py (`export.classify` reads files through
 `augment.evaluation_image` too, so an app's input is what evaluation saw).
 
 Determinism (what makes a resumed run equal an uninterrupted one): the training stream

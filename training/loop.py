@@ -59,7 +59,7 @@ def run(config, run_dir=None, *, strategy=None, verbose="auto", callbacks=()):
             (training/preemption.py); the same call resumes the run.
 
     Example:
-    >>> run_dir = training.train.run(training.recipes.get_recipe("digits"), "runs/digits")
+    >>> run_dir = training.loop.run(training.recipes.get_recipe("digits"), "runs/digits")
     """
     config = config_lib.check(config)
     config = {**config, "backend": resolve_backend(config["backend"])}

@@ -1,7 +1,7 @@
 """Training recipes as data: one named dict per experiment, selected with `--recipe NAME`.
 
 A recipe lists what it changes from the defaults of training/config.py:
-`training.train.run(get_recipe("digits", epochs=5))`. The CLI applies its flags and
+`training.loop.run(get_recipe("digits", epochs=5))`. The CLI applies its flags and
 `--set key=value` on top, and the checked config is written to `RUN_DIR/config.json`, which is
 all it takes to repeat the run.
 

@@ -1,14 +1,14 @@
-"""Train a Mixer with Keras `fit`, on TensorFlow or JAX: `python -m training.train` or `run(config)`.
+"""`python -m training.train`: trains a Mixer with Keras `fit`, on TensorFlow or JAX; the command
+line over `training.loop.run` (the Python API).
 
     python -m training.train                               # digits, a few minutes on 2 CPU cores
     python -m training.train --backend jax --recipe i1k --variant B/16 --data-dir gs://B/tfds
     python -m training.train --recipe i1k --variant B/16 --data-dir gs://B/tfds --tpu local
     python -m training.train --recipe finetune --init mixer_b16_imagenet21k --dataset cifar10
 
-The command trains (training/loop.py `run`), then hands the run directory to export's own
-command, `python -m export.convert RUN --out RUN/export`, as a user would: training never
-imports export (export depends on training, for the data). `--no-export` stops after
-training. Bad input is one line on stderr and exit code 2, before anything is written.
+The command trains, then hands the run directory to export's own command,
+`python -m export.convert RUN --out RUN/export`, as a user would: training never imports
+export (export depends on training, for the data). `--no-export` stops after training. Bad input is one line on stderr and exit code 2, before anything is written.
 SIGTERM (preemption) saves a step checkpoint, prints one line and exits with 143
 (training/preemption.py); Ctrl-C exits with 130.
 """
@@ -49,20 +49,6 @@ def select_backend(argv):
         )
     return None
 
-
-if __name__ == "__main__":
-    # Before TensorFlow is imported: its C++ logs are filtered from the first line on.
-    console.configure(verbose="--verbose" in sys.argv[1:])
-    _backend_error = select_backend(sys.argv[1:])
-    if _backend_error:
-        print(f"error: {_backend_error}", file=sys.stderr, flush=True)
-        sys.exit(2)
-
-from training.loop import NonFiniteLossError, run  # noqa: E402  (the Python API: train.run)
-from training import preemption  # noqa: E402
-from training.recipes import get_recipe  # noqa: E402
-
-__all__ = ["main", "run"]
 
 # Flags that set the config key of the same name (dashes for underscores).
 CONFIG_FLAGS = (
@@ -124,9 +110,7 @@ def parse_args(argv=None):
         "JSON (e.g. --set model='{\"hidden_dim\": 128}'), else text",
     )
     parser.add_argument("--no-export", action="store_true", help="stop after training")
-    parser.add_argument(
-        "--verbose", action="store_true", help="show TensorFlow's and the converter's own logs"
-    )
+    console.add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -147,6 +131,7 @@ def _parse_value(key, text):
 def config_from_args(args):
     """The checked run config the flags and `--set` ask for (ConfigError on bad input)."""
     from training.errors import ConfigError
+    from training.recipes import get_recipe
 
     overrides = {
         key: getattr(args, key) for key in CONFIG_FLAGS if getattr(args, key) is not None
@@ -184,21 +169,28 @@ def export_run(run_dir, verbose=False):
 
 
 def main(argv=None):
+    """`python -m training.train [--recipe NAME] [--FLAG VALUE ...]`; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    console.configure(verbose="--verbose" in argv)
+    backend_error = select_backend(argv)
+    if backend_error:
+        return console.user_error(backend_error)
+    # Imported once the console filters stderr and KERAS_BACKEND is set: TensorFlow logs from
+    # C++ as it loads, and Keras reads KERAS_BACKEND once, as it loads.
     from keras_mixer.checkpoint import CheckpointError
     from keras_mixer.presets import PresetError
     from keras_mixer.storage import StorageError
-    from training.errors import ConfigError, DataError, RunDirInUseError
-    from training.errors import StrategyError
+    from training import loop, preemption
+    from training.errors import ConfigError, DataError, RunDirInUseError, StrategyError
 
     args = parse_args(argv)
     try:
-        run_dir = run(config_from_args(args), args.run_dir)
+        run_dir = loop.run(config_from_args(args), args.run_dir)
     except (
         ConfigError, DataError, StrategyError, CheckpointError, PresetError, StorageError,
-        NonFiniteLossError, RunDirInUseError,
+        loop.NonFiniteLossError, RunDirInUseError,
     ) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
+        return console.user_error(error)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume.", file=sys.stderr, flush=True)
         return 130

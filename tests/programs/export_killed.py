@@ -12,7 +12,7 @@ import sys
 
 import tensorflow as tf
 
-from export import cli
+from export import convert
 from keras_mixer import file_system
 
 point, arguments = sys.argv[1], sys.argv[2:]
@@ -40,4 +40,4 @@ elif point == "rename":
         and source.endswith(".tflite")))
 else:
     sys.exit(f"unknown POINT {point!r}: converter or rename")
-sys.exit(cli.convert_main(arguments))
+sys.exit(convert.main(arguments))

@@ -18,7 +18,7 @@ import tensorflow as tf
 from helpers import TINY
 
 from keras_mixer import storage
-from training import recipes, train
+from training import loop, recipes
 
 data_dir, out_dir = sys.argv[1:3]
 names = [name for name in recipes.RECIPES if name != "digits"]
@@ -29,7 +29,7 @@ for name in names:
         steps_per_execution=min(recipes.RECIPES[name].get("steps_per_execution", 1), 8),
     )
     run_dir = f"ram://runs/{name}" if name == names[-1] else f"{out_dir}/{name}"
-    run_dir = train.run(config, run_dir, verbose=0)
+    run_dir = loop.run(config, run_dir, verbose=0)
     metrics = storage.read_json(f"{run_dir}/metrics.json")
     print(f"{name} steps={metrics['steps']} test_accuracy={metrics['test_accuracy']:.3f} "
           f"policy={config['dtype_policy']}", flush=True)

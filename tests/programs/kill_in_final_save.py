@@ -14,7 +14,7 @@ import sys
 from helpers import digits_config
 
 from keras_mixer import file_system
-from training import train
+from training import loop
 
 data_dir, run_dir = sys.argv[1:3]
 target = sys.argv[3] if len(sys.argv) > 3 else "model.keras"
@@ -28,4 +28,4 @@ def rename_or_die(source, destination, overwrite=False):
 
 
 file_system._LocalFiles.rename = staticmethod(rename_or_die)
-train.run(digits_config(data_dir, epochs=1, validate_every_epoch=False), run_dir, verbose=0)
+loop.run(digits_config(data_dir, epochs=1, validate_every_epoch=False), run_dir, verbose=0)

@@ -16,7 +16,7 @@ import time
 import keras
 from helpers import TINY
 
-from training import train
+from training import loop, train
 
 data_dir, run_dir, progress, delay, steps_per_execution = sys.argv[1:6]
 
@@ -29,7 +29,7 @@ class Slow(keras.callbacks.Callback):
         time.sleep(float(delay))
 
 
-train.run = functools.partial(train.run, verbose=0, callbacks=[Slow()])
+loop.run = functools.partial(loop.run, verbose=0, callbacks=[Slow()])
 sys.exit(train.main([
     "--recipe", "digits", "--data-dir", data_dir, "--run-dir", run_dir, "--epochs", "3",
     "--no-export", "--set", f"model={json.dumps(TINY)}", "--set", "jit_compile=false",

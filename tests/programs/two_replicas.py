@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from helpers import digits_config  # noqa: E402
 
 from keras_mixer import storage  # noqa: E402
-from training import train  # noqa: E402
+from training import loop  # noqa: E402
 
 data_dir, out_dir = sys.argv[1:3]
 config = digits_config(
@@ -48,9 +48,9 @@ config = digits_config(
     dropout_rate=0.0, steps_per_execution=4,
 )
 for name, placement in placements.items():
-    run_dir = train.run(config, f"{out_dir}/{name}", strategy=placement, verbose=0)
+    run_dir = loop.run(config, f"{out_dir}/{name}", strategy=placement, verbose=0)
     # The same command again resumes the finished run: its checkpoint restores in the scope.
-    train.run(config, run_dir, strategy=placement, verbose=0)
+    loop.run(config, run_dir, strategy=placement, verbose=0)
     weights = keras.models.load_model(f"{run_dir}/model.keras").get_weights()
     np.savez(f"{out_dir}/{name}.npz", *weights)
     info, metrics = (storage.read_json(f"{run_dir}/{n}.json") for n in ("run_info", "metrics"))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from helpers import digits_config
 
-from training import loop, train
+from training import loop
 
 data_dir, run_dir, weights_path = sys.argv[1:4]
 fit = loop.fit
@@ -27,4 +27,4 @@ config = digits_config(
     data_dir, epochs=1, batch_size=256, warmup_steps=2, dropout_rate=0.0, steps_per_execution=2
 )
 # None on the worker that is not the chief: it writes nothing, and the CLI exports there only.
-print("run:", train.run(config, run_dir, verbose=2))
+print("run:", loop.run(config, run_dir, verbose=2))

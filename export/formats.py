@@ -1,4 +1,4 @@
-"""Export formats as data: one row per `.tflite` file, applied by `export.convert.convert`.
+"""Export formats as data: one row per `.tflite` file, applied by `export.pipeline.convert`.
 
 Each row says how the model is prepared for the converter (`prepare`, a function below),
 whether that preparation fine-tunes it (`fine_tunes`: it then needs the training split and
@@ -126,7 +126,7 @@ def clustered(model, data, settings):
                        max_unique_weights_per_kernel=unique)
 
 
-MODES = {
+FORMATS = {
     "fp32": dict(
         description="float32 weights and activations",
         prepare=keras_graph, fine_tunes=False, quantize=None, recipe=None,
@@ -196,27 +196,27 @@ DEFAULT_FORMATS = ("fp32", "fp16", "dynamic_int8", "int8", "qat_int8")
 DEFAULT_MAX_PARAMETERS = {"qat_int8": 100_000_000}
 
 
-def get_mode(name):
-    """Returns the MODES row `name`, or a clear error listing the formats there are.
+def get_format(name):
+    """Returns the FORMATS row `name`, or a clear error listing the formats there are.
 
     Example:
-    >>> get_mode("int8")["quantize"]
+    >>> get_format("int8")["quantize"]
     'full_integer'
     """
-    if name not in MODES:
+    if name not in FORMATS:
         raise ValueError(
-            f"Unknown export format {name!r}. Choose from: {SAVED_MODEL}, {', '.join(MODES)}.")
-    return MODES[name]
+            f"Unknown export format {name!r}. Choose from: {SAVED_MODEL}, {', '.join(FORMATS)}.")
+    return FORMATS[name]
 
 
-def calibrates(mode):
-    """Whether the row `mode` needs representative images: the converter's full-integer
+def calibrates(spec):
+    """Whether the row `spec` needs representative images: the converter's full-integer
     quantization, or a recipe that quantizes activations statically."""
-    if mode["recipe"] is not None:
+    if spec["recipe"] is not None:
         from export import quantizer
 
-        return quantizer.calibrates(mode["recipe"])
-    return mode["quantize"] == "full_integer"
+        return quantizer.calibrates(spec["recipe"])
+    return spec["quantize"] == "full_integer"
 
 
 def tfmot_available():
@@ -230,7 +230,7 @@ def tfmot_available():
 
 
 def resolve_formats(formats, parameters=0):
-    """`(format names, {name: MODES row})` for a model of `parameters` parameters; without
+    """`(format names, {name: FORMATS row})` for a model of `parameters` parameters; without
     tfmot, the fine-tuned formats are an error when asked for by name and left out with a
     warning from the defaults, as are the defaults above their DEFAULT_MAX_PARAMETERS."""
     requested = formats
@@ -245,8 +245,8 @@ def resolve_formats(formats, parameters=0):
                 "memory; docs/benchmarks.md). Ask for it by name (--formats) to export it.",
                 name, f"{parameters:,}", f"{DEFAULT_MAX_PARAMETERS[name]:,}")
         formats = [name for name in formats if name not in too_large]
-    modes = {name: get_mode(name) for name in formats if name != SAVED_MODEL}
-    needs_tfmot = [name for name, mode in modes.items() if mode["fine_tunes"]]
+    specs = {name: get_format(name) for name in formats if name != SAVED_MODEL}
+    needs_tfmot = [name for name, spec in specs.items() if spec["fine_tunes"]]
     if needs_tfmot and not tfmot_available():
         if requested:
             raise ImportError(
@@ -257,5 +257,5 @@ def resolve_formats(formats, parameters=0):
         log.warning("Skipping %s: tensorflow-model-optimization/tf-keras are not installed.",
                     ", ".join(needs_tfmot))
         formats = [name for name in formats if name not in needs_tfmot]
-        modes = {name: mode for name, mode in modes.items() if name not in needs_tfmot}
-    return formats, modes
+        specs = {name: spec for name, spec in specs.items() if name not in needs_tfmot}
+    return formats, specs
