@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from export.formats import calibrates
 from export.settings import FineTuning, fine_tune_batch_size
-from keras_mixer import presets, storage
+from keras_mixer import preset_folder, storage
 from keras_mixer.mlp_mixer import MlpMixer
 from training import config as config_lib
 from training import run_dir
@@ -64,7 +64,7 @@ def load_model(source):
         try:
             model = keras.saving.load_model(where, compile=False)
         except Exception as error:
-            raise ValueError(presets.why_unloadable(where, error, REWRITE_MODEL)) from None
+            raise ValueError(preset_folder.why_unloadable(where, error, REWRITE_MODEL)) from None
     if not isinstance(model, MlpMixer):
         raise TypeError(
             f"{where} holds a {type(model).__name__} ({model.name!r}), not a "
@@ -97,7 +97,7 @@ def load_run(source, config=None):
     if directory is None:
         class_names = model.class_names  # a model from MlpMixer.from_preset knows them
     else:  # a run's class list, else a preset folder's (metadata.json)
-        class_names = run_dir.read_class_names(directory) or presets.read_class_names(directory)
+        class_names = run_dir.read_class_names(directory) or preset_folder.read_class_names(directory)
     return Run(model, config, class_names)
 
 

@@ -5,8 +5,9 @@ to another resolution by `keras_mixer.resolution`; here the architecture is read
 shapes, checked against the variant asked for, and the model built.
 
 Presets (keras_mixer/presets.py) name the released files and fetch them; `load_preset`
-(`MlpMixer.from_preset`) builds a model from a preset's name, or from a preset folder, whose
-weights go through the same construction (`official_params`, then `mixer_from_params`).
+(`MlpMixer.from_preset`) builds a model from a preset's name, or from a preset folder
+(keras_mixer/preset_folder.py), whose weights go through the same construction
+(`official_params`, then `mixer_from_params`).
 """
 
 import os
@@ -14,7 +15,7 @@ import re
 
 import numpy as np
 
-from keras_mixer import presets
+from keras_mixer import preset_folder, presets
 from keras_mixer.mlp_mixer import MlpMixer, image_size_2d, patch_grid
 from keras_mixer.npz import read_npz
 from keras_mixer.official_layout import CheckpointError, keras_to_official, official_params
@@ -279,7 +280,7 @@ def load_preset(preset, num_classes=None, image_size=None, include_top=True):
 
 
 def _load_preset_folder(preset_dir, num_classes, image_size, include_top):
-    saved, metadata = presets.read_preset_folder(preset_dir)
+    saved, metadata = preset_folder.read_preset_folder(preset_dir)
     if not isinstance(saved, MlpMixer):
         raise presets.PresetError(
             f"{preset_dir!r} holds a {type(saved).__name__}, not a keras_mixer.MlpMixer: a "

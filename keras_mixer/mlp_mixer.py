@@ -30,6 +30,7 @@ import inspect
 
 import keras
 
+from keras_mixer import preset_folder
 from keras_mixer import presets as presets_lib
 from keras_mixer.layers import KERAS_LAYERS
 from keras_mixer.variants import get_variant
@@ -295,4 +296,4 @@ class MlpMixer(keras.Model):
         Example:
         >>> model.save_to_preset("presets/flowers", class_names=["daisy", "rose", "tulip"])
         """
-        return presets_lib.save_to_preset(self, preset_dir, class_names)
+        return preset_folder.save_to_preset(self, preset_dir, class_names)

@@ -28,7 +28,7 @@ from export import formats as export_formats
 from export import predict as predict_command
 from export.pipeline import AccuracyBudgetError, convert, to_tflite
 from export.settings import ExportSettings
-from keras_mixer import MlpMixer, gelu_tanh, storage
+from keras_mixer import MlpMixer, file_system, gelu_tanh, storage
 
 RECIPE_FORMATS = ["weight_only_int8", "dynamic_int4_blockwise", "int16x8"]
 FORMATS = ["saved_model", "fp32", "fp16", "dynamic_int8", "int8", "qat_int8", *RECIPE_FORMATS]
@@ -866,7 +866,7 @@ def test_failed_write_leaves_no_partial_file(run_dir, digits_test, tmp_path, mon
     def disk_full(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(storage._LocalFiles, "rename", staticmethod(disk_full))
+    monkeypatch.setattr(file_system._LocalFiles, "rename", staticmethod(disk_full))
     with pytest.raises(OSError, match="disk full"):
         convert(str(run_dir), str(tmp_path), ["fp32"],
                 eval_data=(digits_test[0][:20], digits_test[1][:20]))

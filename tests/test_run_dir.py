@@ -1,5 +1,6 @@
 """The run directory under faults: two runs on one directory (training/lease.py), the partial
-files of live writers and a full disk (keras_mixer/storage.py), in training and in export.
+files of live writers (keras_mixer/partial_files.py) and a full disk (keras_mixer/storage.py),
+in training and in export.
 
 A full disk is met in the kernel where it matters most (the checkpoint, which h5py wrote:
 RLIMIT_FSIZE fails its writes as a full disk does, tests/programs/fill_the_disk.py), and
@@ -18,7 +19,7 @@ import time
 import pytest
 from helpers import IN_PROCESS, TINY, digits_config, program, run_bounded, start
 
-from keras_mixer import storage
+from keras_mixer import file_system, partial_files, storage
 from training import lease, loop, train
 from training.errors import RunDirInUseError
 
@@ -62,14 +63,14 @@ def test_a_live_lease_refuses_and_a_dead_holders_lease_is_taken_over(tmp_path, c
     assert json.loads(path.read_text())["host"] == "other-host"
     dead = [
         (a_lease("other-host", 1, lease.STALE_AFTER_S + 60), "its last heartbeat is"),
-        (a_lease(storage.host(), dead_pid(), 5), "its process no longer runs"),
+        (a_lease(partial_files.host(), dead_pid(), 5), "its process no longer runs"),
     ]
     for stale, why in dead:
         path.write_text(json.dumps(stale))
         caplog.clear()
         with lease.RunLease(str(tmp_path)):
             held = json.loads(path.read_text())
-            assert (held["host"], held["pid"]) == (storage.host(), os.getpid())
+            assert (held["host"], held["pid"]) == (partial_files.host(), os.getpid())
         taken = f"Taking over {tmp_path} from pid {stale['pid']} on host {stale['host']}"
         assert taken in caplog.text and why in caplog.text
         assert not path.exists()  # freed when the run ended
@@ -105,7 +106,7 @@ def test_a_second_run_stops_at_once_naming_the_holder(data_dir, tmp_path, capsys
         said = [holder_said(holder) for holder in holders]
         assert sorted(line.split(":")[0] for line in said) == ["held", "refused"], said
         holder = holders[said.index("held")]
-        assert f"pid {holder.pid} on host {storage.host()}" in "".join(said)
+        assert f"pid {holder.pid} on host {partial_files.host()}" in "".join(said)
         # The command line on the held directory: one line naming the holder; nothing changed
         # (history.csv keeps its one header).
         capsys.readouterr()
@@ -120,7 +121,7 @@ def test_a_second_run_stops_at_once_naming_the_holder(data_dir, tmp_path, capsys
         holder.kill()
         holder.wait()
         assert train.main(arguments) == 0
-        assert f"from pid {holder.pid} on host {storage.host()}" in caplog.text
+        assert f"from pid {holder.pid} on host {partial_files.host()}" in caplog.text
         assert (run_dir / "logs" / "history.csv").read_text().count("epoch,") == 1
     finally:
         for holder in holders:
@@ -132,15 +133,15 @@ def test_a_write_removes_dead_writers_partials_and_leaves_live_ones(tmp_path):
     live = subprocess.Popen(["sleep", "60"])
     try:
         kept = {  # name: whether its writer may still be writing it
-            f".partial-{storage.host()}-{live.pid}-aaaaaa.checkpoint.weights.h5": True,
+            f".partial-{partial_files.host()}-{live.pid}-aaaaaa.checkpoint.weights.h5": True,
             f".partial-{live.pid}-eeeeee.checkpoint.weights.h5": True,  # named by bb403f4
-            f".partial-{storage.host()}-{dead_pid()}-bbbbbb.checkpoint.weights.h5": False,
+            f".partial-{partial_files.host()}-{dead_pid()}-bbbbbb.checkpoint.weights.h5": False,
             ".partial-other-host-7-cccccc.checkpoint.weights.h5": True,  # changed just now
             ".partial-other-host-7-dddddd.checkpoint.weights.h5": False,  # unchanged for long
         }
         for name in kept:
             (tmp_path / name).write_bytes(b"partial")
-        long_ago = time.time() - storage.ABANDONED_AFTER_S - 60
+        long_ago = time.time() - partial_files.ABANDONED_AFTER_S - 60
         os.utime(tmp_path / ".partial-other-host-7-dddddd.checkpoint.weights.h5",
                  (long_ago, long_ago))
         storage.write_atomically(tmp_path / "checkpoint.weights.h5", b"new")
@@ -190,7 +191,7 @@ def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text('{"formats": {"int8": {}}}')  # an earlier export's
-    open_file = storage._LocalFiles.GFile
+    open_file = file_system._LocalFiles.GFile
 
     def export_on_a_disk_full_at(name):  # as the file system fails on a full disk
         def full_at(path, mode="r"):
@@ -198,7 +199,7 @@ def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
             return open_file(path, mode)
 
-        monkeypatch.setattr(storage._LocalFiles, "GFile", staticmethod(full_at))
+        monkeypatch.setattr(file_system._LocalFiles, "GFile", staticmethod(full_at))
         with pytest.raises(storage.StorageError) as error:
             pipeline.convert(run_dir, str(out), ["fp32", "fp16"], eval_samples=32)
         assert str(error.value).startswith(

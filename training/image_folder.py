@@ -23,31 +23,26 @@ Decisions:
   never dying mid-epoch for large photos (docs/benchmarks.md, "Image folders: time to the
   first step", has the measured cost; an ImageNet-size folder on a 2-core machine takes
   minutes).
-- A class's images are its folder's image files at any depth (ROOT/train/cat/2024/x.jpg is a
-  cat), as Keras's `image_dataset_from_directory` reads them; image files are those with an
-  extension TensorFlow decodes, `training.images.IMAGE_EXTENSIONS` (.jpg, .jpeg, .png, .bmp,
-  .gif, .webp, any case), each read as training.images says (every path reads it alike).
+- Which files are a class's images (any depth, the extensions TensorFlow decodes, never a
+  hidden entry, symbolic links followed) is training/folder_walk.py's to say.
 - Nothing is left out without a word: other files (notes.txt, .tif, .heic), files beside the
   class folders and broken symbolic links are counted per split in one warning with examples
   (and listed in `left_out_files`); only hidden entries (names starting with ".":
   .ipynb_checkpoints/, .DS_Store, macOS's ._x.jpg) are never classes or images, silently.
-- Symbolic links are followed (a class folder may link to photos kept elsewhere), but a file
-  is one example of one class in one split: two paths to one file (by real path; a linked
-  class folder, train/d -> train/b, or a test folder linking to training images) are a
-  DataError naming both; a link loop (train/e -> e, or a link to a folder above) is a
-  DataError naming the link.
+- Symbolic links are followed, but a file is one example of one class in one split: two
+  paths to one file (by real path; a linked class folder, train/d -> train/b, or a test
+  folder linking to training images) are a DataError naming both.
 """
 
 import collections
 import dataclasses
-import errno
 import logging
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from training import images
+from training import folder_walk, images
 from training.errors import DataError
 from training.images import IMAGE_EXTENSIONS
 
@@ -115,13 +110,13 @@ class ImageFolder:
         split_dir = os.path.join(self.root, split)
         folders = self._class_folders(split)
         self._check_classes(split, folders)
-        _, loose, broken = _entries(split_dir)
+        _, loose, broken = folder_walk.entries(split_dir)
         left_out = [(os.path.join(split_dir, name), "outside a class folder") for name in loose]
         left_out += [(os.path.join(split_dir, name), "broken link") for name in broken]
         paths, labels = [], []
         for folder in folders:
             class_dir = os.path.join(split_dir, folder)
-            found, others = _class_files(class_dir)
+            found, others = folder_walk.class_files(class_dir)
             left_out += others
             if not found:
                 raise DataError(
@@ -158,12 +153,12 @@ class ImageFolder:
         split_dir = os.path.join(self.root, split)
         if not os.path.isdir(split_dir):
             present = os.listdir(self.root) if os.path.isdir(self.root) else []
-            found = sorted(name for name in present if not _hidden(name))
+            found = sorted(name for name in present if not folder_walk.hidden(name))
             raise DataError(
                 f"image folder {self.root!r} has no {split!r} split: expected "
                 f"{split_dir}/<class>/<image>. Found: {found}."
             )
-        folders, _, _ = _entries(split_dir)
+        folders, _, _ = folder_walk.entries(split_dir)
         if not folders:
             raise DataError(
                 f"{split_dir} has no class folders: expected {split_dir}/<class>/<image>."
@@ -181,7 +176,7 @@ class ImageFolder:
                 twice.append((path, first, real))
         if twice:
             path, first, real = twice[0]
-            link = _link_in(path, self.root) or _link_in(first, self.root)
+            link = folder_walk.link_in(path, self.root) or folder_walk.link_in(first, self.root)
             through = f"; the symbolic link {link} leads to it a second time" if link else ""
             raise DataError(
                 f"{path} and {first} are one file, {real}{through} ({len(twice)} file(s) reached "
@@ -233,83 +228,6 @@ class ImageFolder:
                 "would get a label the model does not have. Rename it to its training class, "
                 "or move it out of the folder."
             )
-
-
-def _hidden(name):
-    """Names starting with "." are never classes or images (.DS_Store, ._x.jpg, .ipynb_...)."""
-    return name.startswith(".")
-
-
-def _entries(directory):
-    """The visible entries of `directory`, sorted: (folders, files, broken links), following
-    symbolic links; a link loop is a DataError."""
-    folders, files, broken = [], [], []
-    with os.scandir(directory) as entries:
-        for entry in sorted(entries, key=lambda entry: entry.name):
-            if _hidden(entry.name):
-                continue
-            if entry.is_symlink():
-                kind = _link_kind(entry.path)
-            else:  # the directory listing's own type: no stat per file
-                kind = "folder" if entry.is_dir(follow_symlinks=False) else "file"
-            {"folder": folders, "file": files, "broken": broken}[kind].append(entry.name)
-    return folders, files, broken
-
-
-def _link_kind(path):
-    """What the symbolic link `path` leads to: "folder", "file" or "broken" (to nothing)."""
-    try:
-        is_folder = os.path.isdir(os.path.realpath(path, strict=True))
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise DataError(
-                f"{path} is a symbolic link loop ({path} -> {os.readlink(path)}, which never "
-                "reaches a file or folder): remove the link, or point it at a folder of images."
-            ) from None
-        return "broken"
-    return "folder" if is_folder else "file"
-
-
-def _class_files(class_dir):
-    """The image files under `class_dir` at any depth, sorted, following symbolic links, and
-    the files left out, with why: (paths, [(path, why)]). A link loop is a DataError."""
-    found, left_out = [], []
-
-    def visit(directory, above):
-        folders, files, broken = _entries(directory)
-        for path in (os.path.join(directory, name) for name in files):
-            if path.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(path)
-            else:
-                left_out.append((path, _extension(path)))
-        left_out.extend((os.path.join(directory, name), "broken link") for name in broken)
-        for name in folders:
-            path = os.path.join(directory, name)
-            real = os.path.realpath(path)
-            if real in above:
-                raise DataError(
-                    f"{path} is a symbolic link loop: it leads back to {real}, a folder above "
-                    "it, so the folder never ends. Remove the link."
-                )
-            visit(path, above | {real})
-
-    visit(class_dir, {os.path.realpath(class_dir)})
-    return sorted(found), left_out
-
-
-def _link_in(path, root):
-    """The first symbolic link on the way from `root` down to `path`, or None."""
-    parts = os.path.relpath(path, root).split(os.sep)
-    for depth in range(1, len(parts) + 1):
-        candidate = os.path.join(root, *parts[:depth])
-        if os.path.islink(candidate):
-            return candidate
-    return None
-
-
-def _extension(path):
-    extension = os.path.splitext(path)[1].lower()
-    return f"{extension} file" if extension else "file without extension"
 
 
 def _listing(names):

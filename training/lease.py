@@ -30,6 +30,7 @@ import time
 import keras
 
 from keras_mixer import storage
+from keras_mixer.partial_files import host, pid_alive
 from training import run_dir as run_dir_lib
 from training.errors import RunDirInUseError
 
@@ -77,10 +78,10 @@ def _heartbeat_age_s(lease):
 
 def _dead_because(lease):
     """Why the lease's holder is known to be dead, or None while it may be alive."""
-    if lease["host"] == storage.host():
+    if lease["host"] == host():
         if lease["pid"] == os.getpid():
             return "it was this process's own (an earlier run in it ended without freeing it)"
-        if not storage.pid_alive(lease["pid"]):
+        if not pid_alive(lease["pid"]):
             return "its process no longer runs"
     age = _heartbeat_age_s(lease)
     return f"its last heartbeat is {age:.0f} s old" if age > STALE_AFTER_S else None
@@ -132,7 +133,7 @@ class RunLease(keras.callbacks.Callback):
             log.warning("Taking over %s from %s: %s.", self.run_dir, _holder(dead),
                         _dead_because(dead))
         now = _iso(_now())
-        self.lease = {"host": storage.host(), "pid": os.getpid(), "since": now,
+        self.lease = {"host": host(), "pid": os.getpid(), "since": now,
                       "heartbeat": now, "token": secrets.token_hex(8)}
         storage.write_json(self.path, self.lease)
         time.sleep(SETTLE_S)

@@ -20,11 +20,11 @@ The directory may be local or remote (`gs://`): every file goes through keras_mi
 and each is written atomically.
 """
 
-from keras_mixer import presets, storage
+from keras_mixer import preset_folder, storage
 
 CONFIG = "config.json"
 INFO = "run_info.json"
-MODEL = presets.MODEL_FILE
+MODEL = preset_folder.MODEL_FILE
 METRICS = "metrics.json"
 BACKUP = "backup"
 LOGS = "logs"

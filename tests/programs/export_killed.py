@@ -13,7 +13,7 @@ import sys
 import tensorflow as tf
 
 from export import convert
-from keras_mixer import storage
+from keras_mixer import file_system
 
 point, arguments = sys.argv[1], sys.argv[2:]
 calls = []
@@ -34,8 +34,8 @@ if point == "converter":
     tf.lite.TFLiteConverter.from_saved_model = staticmethod(
         killed_on_second_call(tf.lite.TFLiteConverter.from_saved_model))
 elif point == "rename":
-    storage._LocalFiles.rename = staticmethod(killed_on_second_call(
-        storage._LocalFiles.rename,
+    file_system._LocalFiles.rename = staticmethod(killed_on_second_call(
+        file_system._LocalFiles.rename,
         lambda source, *rest: os.path.basename(source).startswith(".partial-")
         and source.endswith(".tflite")))
 else:

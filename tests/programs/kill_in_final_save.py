@@ -13,12 +13,12 @@ import sys
 
 from helpers import digits_config
 
-from keras_mixer import storage
+from keras_mixer import file_system
 from training import loop
 
 data_dir, run_dir = sys.argv[1:3]
 target = sys.argv[3] if len(sys.argv) > 3 else "model.keras"
-rename = storage._LocalFiles.rename
+rename = file_system._LocalFiles.rename
 
 
 def rename_or_die(source, destination, overwrite=False):
@@ -27,5 +27,5 @@ def rename_or_die(source, destination, overwrite=False):
     return rename(source, destination, overwrite=overwrite)
 
 
-storage._LocalFiles.rename = staticmethod(rename_or_die)
+file_system._LocalFiles.rename = staticmethod(rename_or_die)
 loop.run(digits_config(data_dir, epochs=1, validate_every_epoch=False), run_dir, verbose=0)
