@@ -11,7 +11,7 @@ things would make Keras's epoch drift from the data's, and `EpochSteps` handles 
 - with `steps_per_execution` N > 1, Keras's own multi-step function runs N steps per call
   until its data runs out, so on a continuous stream the last call of an epoch would run
   into the next one whenever N does not divide the steps per epoch. Here each call runs
-  N steps unrolled in one tf.function, and the last call of an epoch only the steps left
+  N steps in one tf.function, and the last call of an epoch only the steps left
   (`StepsPerExecution`). Under JAX, Keras's multi-step function is a Python loop over the
   jitted step that stops when its iterator runs out: it is given an iterator of only the
   steps left (`JaxStepsPerExecution`).
@@ -26,7 +26,7 @@ from training import keras_internals
 
 
 class StepsPerExecution:
-    """Runs `steps_per_execution` steps per call, unrolled in one tf.function, and never
+    """Runs `steps_per_execution` steps per call in one tf.function, and never
     more than `steps_left`: the budget of the current pass.
 
     A call when the budget is spent ends the pass (StopIteration) and rearms it with
@@ -46,13 +46,17 @@ class StepsPerExecution:
             one_step = tf.function(one_step, jit_compile=True, reduce_retracing=True)
 
         def run_steps(iterator, num_steps):
-            for _ in range(num_steps):
+            # A loop in the graph (autograph makes `tf.range` a while loop), not one unrolled
+            # in Python: the step is traced twice (the first step gives the loop its outputs'
+            # structure) whatever `num_steps` is, where an unrolled loop traced it once per step
+            # and once more per remainder, and tracing dominated a short run.
+            outputs = one_step(next(iterator))
+            for _ in tf.range(num_steps - 1):
                 outputs = one_step(next(iterator))
             return keras_internals.reduce_per_replica(outputs, strategy)
 
-        # One trace per number of steps: steps_per_execution, and the remainder of a pass.
-        self.functions = {}
-        self.make_function = lambda: tf.function(run_steps, reduce_retracing=True)
+        # One trace for every number of steps: steps_per_execution and a pass's remainder.
+        self.function = tf.function(run_steps)
 
     def __call__(self, iterator):
         if self.steps_left == 0:
@@ -60,9 +64,7 @@ class StepsPerExecution:
             raise StopIteration
         num_steps = min(self.model.steps_per_execution, self.steps_left)
         self.steps_left -= num_steps
-        if num_steps not in self.functions:
-            self.functions[num_steps] = self.make_function()
-        return self.functions[num_steps](iterator, num_steps)
+        return self.function(iterator, tf.constant(num_steps))
 
 
 class JaxStepsPerExecution:
