@@ -9,7 +9,6 @@ The bounds are measured, and say why they are what they are.
 
 import json
 import os
-import signal
 import sys
 
 import keras
@@ -19,7 +18,6 @@ from helpers import (
     DIGITS_STEPS_PER_EPOCH,
     IN_PROCESS,
     TINY,
-    interrupt_mid_epoch_and_resume,
     jax_hosts,
     max_abs_difference,
     program,
@@ -120,18 +118,6 @@ def test_every_other_recipe_trains_under_jax(data_dir, tmp_path):
         assert name in remote, sorted(remote)
     assert not any(".partial-" in name for name in remote)
     assert not (tmp_path / "finetune").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_interrupted_mid_epoch_resumes_under_jax_to_the_same_weights(data_dir, tmp_path, how):
-    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, how, cluster=lambda: [JAX])
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_host_stops_every_host_at_one_step_and_resumes(data_dir, tmp_path):
-    # Host 1 gets the signal; JAX's preemption sync manager stops both at one step.
-    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, signal.SIGTERM, jax_hosts)
 
 
 def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):

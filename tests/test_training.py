@@ -1,4 +1,4 @@
-"""training/: the run, its directory, distribution, resume after SIGKILL, remote storage, the CLI.
+"""training/: the run, its directory, distribution, resume in one process, remote storage, the CLI.
 
 Distribution is checked against the default strategy (same global batch, same weights
 within a stated tolerance), resume against an uninterrupted run. Every subprocess is
@@ -24,7 +24,6 @@ from helpers import (
     TINY,
     assert_same_history,
     digits_config,
-    interrupt_mid_epoch_and_resume,
     max_abs_difference,
     program,
     run_bounded,
@@ -41,7 +40,7 @@ from training.errors import ConfigError
 # float32 sums over 2 replicas vs 1 differ in rounding only; 5 AdamW steps measured 7e-8.
 MIRRORED_ATOL = 1e-6
 # The rounding grows with the steps: 10 steps measured 8e-7 with Keras's one step per call and
-# 1.4e-6 with 4 unrolled steps per call. One AdamW step more or less moves weights by ~1e-3.
+# 1.4e-6 with 4 steps per call. One AdamW step more or less moves weights by ~1e-3.
 MIRRORED_10_STEPS_ATOL = 5e-6
 NATIVE_LOG_LINE = r"^[IWE]\d{4} \d+:\d+:[\d.]+\s+\d+ \S+:\d+\]"
 
@@ -288,25 +287,6 @@ def test_multi_worker_two_processes_agree_and_only_chief_writes(data_dir, tmp_pa
         verbose=0,
     )
     assert max_abs_difference(worker0, weights_of(single)) <= MIRRORED_ATOL
-
-
-# ---------------------------------------------------------------------------------------------
-# Preemption: SIGKILL or SIGTERM mid-epoch, restart with the same command.
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("steps_per_execution", [1, 3])
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_interrupted_mid_epoch_resumes_to_the_same_weights_and_history(
-    data_dir, tmp_path, steps_per_execution, how
-):
-    interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how)
-
-
-@pytest.mark.slow
-def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_and_resumes(data_dir, tmp_path):
-    # Worker 1 gets the signal; worker 0, the chief, saves at the step they agree on.
-    interrupt_mid_epoch_and_resume(data_dir, tmp_path, 2, signal.SIGTERM, tf_cluster)
 
 
 # ---------------------------------------------------------------------------------------------
