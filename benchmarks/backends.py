@@ -88,7 +88,7 @@ def measure_backend(args):
                 seconds = fit_step_times(model, batch, steps=args.warmup + args.repeats)
                 train_step = common.summarize(seconds[args.warmup :])
                 inference = inference_seconds(
-                    model, images, jit_compile=mode == "xla", repeats=args.repeats,
+                    model, images, mode=mode, repeats=args.repeats,
                     warmup=args.warmup,
                 )
                 for what, summary, step_flops in (

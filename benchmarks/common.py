@@ -298,10 +298,12 @@ def randomize_identities(model, seed=0):
 
     rng = np.random.default_rng(seed)
     for weight in model.weights:
-        name = weight.path.split("/")[-1]
-        if name in ("gamma", "beta", "bias") or weight.path.startswith("head/"):
+        # A tf_keras variable's name is its path, plus ":0".
+        path = getattr(weight, "path", weight.name.removesuffix(":0"))
+        name = path.split("/")[-1]
+        if name in ("gamma", "beta", "bias") or path.startswith("head/"):
             center = 1.0 if name == "gamma" else 0.0
-            spread = 0.02 if weight.path.startswith("head/") else 0.1
+            spread = 0.02 if path.startswith("head/") else 0.1
             weight.assign(rng.normal(center, spread, weight.shape).astype("float32"))
     return model
 

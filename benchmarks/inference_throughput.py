@@ -5,17 +5,27 @@
 
 `model.predict_on_batch` on an in-memory batch after `compile(jit_compile=...)`: the
 path a serving loop takes, without `predict()`'s per-call tf.data setup. Modes "graph"
-(tf.function, Keras's CPU default) and "xla" (`jit_compile=True`); precisions float32
-and mixed_bfloat16 (bfloat16 matmuls on AMX).
+(tf.function, Keras's CPU default), "xla" (`jit_compile=True`) and "frozen" (the same
+forward pass with its weights as graph constants, export.serving.cpu_serving_function, for
+CPU serving; not in the default modes); precisions float32 and mixed_bfloat16 (bfloat16
+matmuls on AMX). Biases and LayerNorms are randomized, as trained ones are: a frozen graph
+folds away zeros (common.randomize_identities).
 """
 
 from benchmarks import common
 from benchmarks.flops import mixer_flops, utilization
 
+MODES = ("graph", "xla", "frozen")
 
-def inference_seconds(model, images, *, jit_compile, repeats, warmup):
-    """Time summary of `model.predict_on_batch(images)`."""
-    model.compile(jit_compile=jit_compile)
+
+def inference_seconds(model, images, *, mode, repeats, warmup):
+    """Time summary of `model.predict_on_batch(images)`, or of the frozen function's call."""
+    if mode == "frozen":
+        from export.serving import cpu_serving_function
+
+        serve = cpu_serving_function(model, len(images))
+        return common.measure(lambda: serve(images).numpy(), repeats=repeats, warmup=warmup)
+    model.compile(jit_compile=mode == "xla")
     return common.measure(lambda: model.predict_on_batch(images), repeats=repeats, warmup=warmup)
 
 
@@ -23,7 +33,7 @@ def main(argv=None):
     arguments = common.parser(__doc__.splitlines()[0])
     arguments.add_argument("--variants", nargs="+", default=["S/32", "S/16", "B/16"])
     arguments.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
-    arguments.add_argument("--modes", nargs="+", choices=["graph", "xla"], default=["graph", "xla"])
+    arguments.add_argument("--modes", nargs="+", choices=MODES, default=["graph", "xla"])
     common.add_model_variations(arguments)
     arguments.add_argument(
         "--frameworks",
@@ -47,11 +57,12 @@ def main(argv=None):
             gelu_dtype=gelu_dtype,
             framework=framework,
         )
+        common.randomize_identities(model)
         flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
         for mode, batch_size in itertools.product(args.modes, args.batch_sizes):
             images = common.random_images(batch_size, image_size)
             seconds = inference_seconds(
-                model, images, jit_compile=mode == "xla", repeats=args.repeats, warmup=args.warmup
+                model, images, mode=mode, repeats=args.repeats, warmup=args.warmup
             )
             common.emit(
                 "inference_throughput",

@@ -1,4 +1,4 @@
-"""Which oneDNN kernel runs each primitive of a training step and of a predict, as a histogram.
+"""Which oneDNN kernel runs each primitive of a training step, a predict and a frozen serve, as a histogram.
 
     python -m benchmarks.onednn_kernels --variant S/16 --precision mixed_bfloat16
     python -m benchmarks.onednn_kernels --quick
@@ -10,7 +10,9 @@ oneDNN reads the variable once, when TensorFlow loads, so each step runs in a ch
 (`--child`) that prints a marker before its measured calls; the parent sums the `exec`
 lines after it per (primitive, implementation, propagation kind): calls and oneDNN's own
 milliseconds, per call. The model is `MlpMixer` as users build it, compiled with Adam and
-cross-entropy in graph mode (XLA's own dot does not go through these primitives).
+cross-entropy in graph mode (XLA's own dot does not go through these primitives); `serve` is
+the same model through export.serving.cpu_serving_function, its weights as graph constants
+(its biases and LayerNorms randomized first, as trained ones are: zeros would fold away).
 `generic` counts the calls of matmuls and inner products on the generic kernel in
 bfloat16: the check of docs/benchmarks.md, "oneDNN kernels".
 """
@@ -23,7 +25,7 @@ import sys
 
 from benchmarks import common
 
-STEPS = ("train", "predict")
+STEPS = ("train", "predict", "serve")
 MARKER = "keras-mixer-measured-calls"
 # A matmul that oneDNN runs off the matrix units: its generic gemm kernel.
 GENERIC = "gemm:jit"
@@ -31,13 +33,14 @@ MATMUL_PRIMITIVES = ("matmul", "inner_product", "gemm_api")
 
 
 def child(args):
-    """Runs `args.child` (train or predict) under ONEDNN_VERBOSE; prints MARKER before the measured calls."""
+    """Runs `args.child` (a step of STEPS) under ONEDNN_VERBOSE; prints MARKER before the measured calls."""
     import keras
     import numpy as np
 
     variant, image_size, num_classes = _size(args)
     common.set_precision(args.precision)
     model, _ = common.build_model(variant, image_size=image_size, num_classes=num_classes)
+    common.randomize_identities(model)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-4),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -45,9 +48,14 @@ def child(args):
     )
     images = common.random_images(args.batch_size, image_size)
     labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size)
+    if args.child == "serve":
+        from export.serving import cpu_serving_function
+
+        serve = cpu_serving_function(model, args.batch_size)
     call = {
         "train": lambda: model.train_on_batch(images, labels),
         "predict": lambda: np.asarray(model.predict_on_batch(images)),
+        "serve": lambda: np.asarray(serve(images)),
     }[args.child]
     for _ in range(args.warmup):
         call()

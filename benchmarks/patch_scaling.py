@@ -45,7 +45,7 @@ def main(argv=None):
         model, config = common.build_model(variant, image_size=image_size, num_classes=num_classes)
         images = common.random_images(args.batch_size, image_size)
         seconds = inference_seconds(
-            model, images, jit_compile=False, repeats=args.repeats, warmup=args.warmup
+            model, images, mode="graph", repeats=args.repeats, warmup=args.warmup
         )
         flops = mixer_flops(**config, image_size=image_size, num_classes=num_classes)
         per_image = {

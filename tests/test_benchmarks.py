@@ -164,6 +164,7 @@ def test_inference_throughput_quick(capsys, tmp_path):
         tmp_path,
         "--modes",
         "graph",
+        "frozen",
         "--precisions",
         "float32",
         "--batch-sizes",
@@ -173,11 +174,11 @@ def test_inference_throughput_quick(capsys, tmp_path):
         "keras",
         "tf_keras",
     )
-    assert [(r["framework"], r["batch_size"]) for r in records] == [
-        ("keras", 1),
-        ("keras", 4),
-        ("tf_keras", 1),
-        ("tf_keras", 4),
+    assert [(r["framework"], r["mode"], r["batch_size"]) for r in records] == [
+        (framework, mode, batch_size)
+        for framework in ("keras", "tf_keras")
+        for mode in ("graph", "frozen")
+        for batch_size in (1, 4)
     ]
     for record in records:
         check_summary(record["batch"])
@@ -596,7 +597,7 @@ def test_onednn_kernels_quick_sees_every_dense_matmul(capsys, tmp_path):
     from benchmarks import onednn_kernels
 
     records = {record["step"]: record for record in run(onednn_kernels, capsys, tmp_path)}
-    assert set(records) == {"train", "predict"}
+    assert set(records) == {"train", "predict", "serve"}
     dense_layers = 2 * 2 * common.TINY["num_blocks"] + 1  # two MLPs of two Dense per block, head
     matmuls = {
         step: sum(row["calls"] for row in record["kernels"]
@@ -604,5 +605,5 @@ def test_onednn_kernels_quick_sees_every_dense_matmul(capsys, tmp_path):
         for step, record in records.items()
     }
     # A training step multiplies by each kernel forward, then for the input's and the
-    # kernel's gradients.
-    assert matmuls == {"predict": dense_layers, "train": 3 * dense_layers}
+    # kernel's gradients; the frozen serving graph keeps every Dense a oneDNN matmul.
+    assert matmuls == {"predict": dense_layers, "serve": dense_layers, "train": 3 * dense_layers}
