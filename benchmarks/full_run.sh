@@ -21,7 +21,7 @@ peer() {
 for round in 1 2; do
   step python -m benchmarks.train_throughput --variants S/16 B/16 --modes graph xla \
       --precisions float32 mixed_bfloat16 --batch-size 32 --round "$round"
-  step python -m benchmarks.inference_throughput --variants S/16 B/16 --modes graph xla \
+  step python -m benchmarks.inference_throughput --variants S/16 B/16 --modes graph xla frozen \
       --precisions float32 mixed_bfloat16 --batch-sizes 32 --round "$round"
   peer --figures throughput --round "$round"
   step python -m benchmarks.tflite_latency --variants S/16 B/16 --formats fp32 dynamic_int8 int8 \
