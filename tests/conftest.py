@@ -11,6 +11,17 @@ import pytest  # noqa: E402
 from helpers import TINY  # noqa: E402
 
 
+# Module fixtures that train or export for real: every test that uses one is slow, so the
+# inner loop's subset (-m "not slow", README) leaves it out; CI runs every test all the same.
+SLOW_FIXTURES = {"exported", "baseline", "killed_then_rerun", "jax_run", "uninterrupted"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def tiny_config():
     return dict(TINY)

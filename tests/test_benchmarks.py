@@ -128,6 +128,7 @@ def test_b16_flops_match_timm_gmacs():
     assert round(count["forward"] / 2e9, 1) == 12.6
 
 
+@pytest.mark.slow
 def test_train_throughput_quick(capsys, tmp_path):
     records = run(
         train_throughput,
@@ -202,6 +203,7 @@ def test_patch_scaling_quick_is_linear_in_flops(capsys, tmp_path):
     assert np.isfinite(fit["time_exponent_all"])
 
 
+@pytest.mark.slow
 def test_tflite_latency_quick(capsys, tmp_path):
     # int16x8 stands for the LiteRT Quantizer rows (the one that also calibrates).
     formats = ["fp32", "int8", "int8_keras_graph", "int16x8"]
@@ -232,6 +234,7 @@ def test_tflite_latency_quick(capsys, tmp_path):
     assert before["delegated_partitions"] > by_format["int8"]["delegated_partitions"]
 
 
+@pytest.mark.slow
 def test_export_memory_quick_splits_the_peak_by_export_phase(capsys, tmp_path):
     (record,) = run(export_memory, capsys, tmp_path, "--formats", "fp32", "int8")
     phases = [phase["phase"] for phase in record["phases"]]
@@ -252,6 +255,7 @@ def test_export_memory_quick_splits_the_peak_by_export_phase(capsys, tmp_path):
     assert set(record["tflite_bytes"]) == {"fp32", "int8"}
 
 
+@pytest.mark.slow
 def test_export_memory_quick_times_the_fine_tuning_steps(capsys, tmp_path):
     (record,) = run(export_memory, capsys, tmp_path, "--formats", "qat_int8")
     assert (record["fine_tune_steps"], record["fine_tune_batch"]) == (3, 2)
@@ -272,6 +276,7 @@ def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):
     check_summary(record["wall"])
 
 
+@pytest.mark.slow
 def test_input_pipeline_quick_feeds_fit_from_the_training_pipelines(capsys, tmp_path):
     records = run(input_pipeline, capsys, tmp_path)
     assert [(r["pipeline"], r["measure"]) for r in records] == [
@@ -326,6 +331,7 @@ def test_mlp_spellings_before_the_fixes_are_the_same_function():
         common.set_precision("float32")
 
 
+@pytest.mark.slow
 def test_report_renders_tables_and_small_pngs(capsys, tmp_path):
     results = tmp_path / "results"
     run(flops, capsys, results)
@@ -361,6 +367,7 @@ def test_report_renders_tables_and_small_pngs(capsys, tmp_path):
         assert 0 < os.path.getsize(tmp_path / "docs" / name) < 200_000
 
 
+@pytest.mark.slow
 def test_first_step_quick_times_run_to_its_first_step(capsys, tmp_path):
     records = run(first_step, capsys, tmp_path)
     assert [r["measure"] for r in records] == ["index", "first_step"]
@@ -370,6 +377,7 @@ def test_first_step_quick_times_run_to_its_first_step(capsys, tmp_path):
     assert len(list((tmp_path / "first_step_32x32_10x180+20").glob("*/*/*.jpg"))) == 200
 
 
+@pytest.mark.slow
 def test_backends_alternate_tensorflow_and_jax_in_their_compiled_modes(capfd, tmp_path):
     backends.main(["--quick", "--results-dir", str(tmp_path), "--precisions", "float32"])
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
@@ -593,6 +601,7 @@ def test_onednn_histogram_counts_the_exec_lines_after_the_marker():
     assert onednn_kernels.generic_matmul_calls(rows) == 1.0
 
 
+@pytest.mark.slow
 def test_onednn_kernels_quick_sees_every_dense_matmul(capsys, tmp_path):
     from benchmarks import onednn_kernels
 

@@ -127,6 +127,7 @@ def test_image_folder_feeds_the_pipeline_with_the_training_class_index(tmp_path)
     assert data.make_dataset(gray, "test", training=False).element_spec[0].shape[-1] == 1
 
 
+@pytest.mark.slow
 def test_paper_recipes_build_their_augmented_pipelines(tmp_path):
     from PIL import Image
 

@@ -523,6 +523,7 @@ def test_a_damaged_preprocessing_file_is_named_not_guessed(tmp_path, content):
         classify.load_crop(tmp_path / "fp32.tflite")
 
 
+@pytest.mark.slow
 def test_cli_writes_the_export(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "cli"
     code = convert_command.main([str(run_dir), "--out", str(out_dir), "--formats", "fp32",
@@ -660,6 +661,7 @@ def test_command_line_modules_load_once_and_nothing_heavy_before_main():
 # ----------------------------------------------------------------------------- long work
 
 
+@pytest.mark.slow
 def test_fine_tuning_shows_its_length_progress_bar_and_time(run_dir, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO, logger="export")
     report = convert(str(run_dir), str(tmp_path), ["qat_int8"], eval_samples=50, latency_runs=2)

@@ -56,6 +56,7 @@ def test_private_api_is_used_only_inside_its_fence():
     assert not outside, "\n".join(outside)
 
 
+@pytest.mark.slow
 def test_a_jax_run_imports_no_tensorflow_strategy_code():
     # TF_CONFIG and Cloud TPU detection live in training/cluster.py, pure Python, so JAX's
     # placement reads them without training/strategy.py and its TensorFlow internals.

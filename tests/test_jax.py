@@ -85,6 +85,7 @@ def test_cli_trains_under_jax_with_the_run_directory_contract(jax_run):
     assert abs(accuracy - metrics["test_accuracy"]) < 1e-6 and accuracy > 0.3
 
 
+@pytest.mark.slow
 def test_a_jax_run_exports_on_tensorflow_with_every_check(jax_run):
     pytest.importorskip("ai_edge_litert")  # the Cloud TPU stack exports elsewhere
     run_dir = jax_run
@@ -120,6 +121,7 @@ def test_every_other_recipe_trains_under_jax(data_dir, tmp_path):
     assert not (tmp_path / "finetune").exists()
 
 
+@pytest.mark.slow
 def test_data_parallel_over_two_devices_matches_one_device(data_dir, tmp_path):
     output, one, two = train_on_one_and_two_replicas(data_dir, tmp_path, env=TWO_DEVICES)
     assert "one 1 10 DataParallel" in output and "two 2 10 DataParallel" in output
@@ -140,6 +142,7 @@ def test_two_hosts_read_their_own_shards_and_match_one_host(data_dir, tmp_path):
     assert max_abs_difference(host0, [single[key] for key in single.files]) <= TWO_HOSTS_ATOL
 
 
+@pytest.mark.slow
 def test_jax_and_tensorflow_track_each_other_from_the_same_weights(tmp_path):
     keras.utils.set_random_seed(1)
     model = MlpMixer(**TINY, num_classes=10, image_size=8, num_channels=1)
@@ -167,6 +170,7 @@ def test_jax_and_tensorflow_track_each_other_from_the_same_weights(tmp_path):
     assert np.max(np.abs(tf_run["weights"][-1] - initial)) > 100 * BACKENDS_WEIGHTS_ATOL
 
 
+@pytest.mark.slow
 def test_bad_input_under_jax_is_one_line_before_training(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     args = jax_config_args(data_dir, run_dir)

@@ -131,6 +131,7 @@ def test_stochastic_depth_is_per_sample_in_training_and_identity_at_inference(ti
     assert 10 < (per_sample[:, 0] == 0).sum() < 54
 
 
+@pytest.mark.slow
 def test_fit_with_xla_reduces_loss(tiny_config):
     images = random_images(64, 16)
     labels = (images.mean(axis=(1, 2, 3)) > 127.5).astype("int32")

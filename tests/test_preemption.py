@@ -9,12 +9,14 @@ import signal
 import pytest
 from helpers import interrupt_mid_epoch_and_resume, jax_hosts, tf_cluster
 
+# Real training processes, killed and rerun: each takes tens of seconds.
+pytestmark = pytest.mark.slow
+
 JAX = {"KERAS_BACKEND": "jax"}
 
 
 # Each signal once, with one step and with several steps per call of the train function
 # (the cluster's case below has 2): a kill mid-call, and a stop at the next step boundary.
-@pytest.mark.slow
 @pytest.mark.parametrize("how, steps_per_execution", [(signal.SIGKILL, 3), (signal.SIGTERM, 1)],
                          ids=["SIGKILL-3", "SIGTERM-1"])
 def test_interrupted_mid_epoch_resumes_to_the_same_weights_and_history(
@@ -23,19 +25,16 @@ def test_interrupted_mid_epoch_resumes_to_the_same_weights_and_history(
     interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how)
 
 
-@pytest.mark.slow
 def test_sigterm_to_one_worker_stops_the_cluster_at_one_step_and_resumes(data_dir, tmp_path):
     # Worker 1 gets the signal; worker 0, the chief, saves at the step they agree on.
     interrupt_mid_epoch_and_resume(data_dir, tmp_path, 2, signal.SIGTERM, tf_cluster)
 
 
 # SIGTERM under JAX is the two hosts' case below.
-@pytest.mark.slow
 def test_killed_mid_epoch_resumes_under_jax_to_the_same_weights(data_dir, tmp_path):
     interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, signal.SIGKILL, cluster=lambda: [JAX])
 
 
-@pytest.mark.slow
 def test_sigterm_to_one_jax_host_stops_every_host_at_one_step_and_resumes(data_dir, tmp_path):
     # Host 1 gets the signal; JAX's preemption sync manager stops both at one step.
     interrupt_mid_epoch_and_resume(data_dir, tmp_path, 3, signal.SIGTERM, jax_hosts)

@@ -426,6 +426,7 @@ def test_train_command_says_in_one_line_that_a_preset_is_unknown(data_dir, tmp_p
     assert error.count("\n") == 1 and not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_training_from_a_preset_writes_a_preset_folder(offline, data_dir, tmp_path):
     from helpers import digits_config
 
@@ -447,6 +448,7 @@ def test_training_from_a_preset_writes_a_preset_folder(offline, data_dir, tmp_pa
     np.testing.assert_array_equal(model(raw_images(2, 16)), saved(raw_images(2, 16)))
 
 
+@pytest.mark.slow
 def test_a_local_preset_folder_needs_no_tensorflow(tmp_path):
     # Local paths go through Python's own file functions; only remote ones need tf.io.gfile.
     code, output = run_bounded(program("preset_without_tensorflow", tmp_path / "preset"))

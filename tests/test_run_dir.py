@@ -95,6 +95,7 @@ def test_the_holder_renews_its_heartbeat_and_stops_once_taken_over(tmp_path, mon
     assert json.loads(path.read_text())["host"] == "other-host"  # not this run's to remove
 
 
+@pytest.mark.slow
 def test_a_second_run_stops_at_once_naming_the_holder(data_dir, tmp_path, capsys, caplog):
     run_dir = tmp_path / "run"
     arguments = ["--run-dir", str(run_dir), "--data-dir", data_dir, *CLI]
@@ -167,6 +168,7 @@ def test_a_full_disk_keeps_the_previous_file_and_names_it(tmp_path):
     assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["model.keras"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     # The tiny run's checkpoint is ~150 KB; its other files before it are under 2 KB.
@@ -181,6 +183,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_the_run_resumes(data_dir, t
     assert code == 0 and "test_accuracy=" in output, output[-3000:]
 
 
+@pytest.mark.slow
 def test_an_export_that_cannot_finish_names_what_it_wrote_and_leaves_no_report(
     data_dir, tmp_path, monkeypatch
 ):

@@ -35,6 +35,7 @@ def test_get_strategy_defaults_and_single_task_cluster(monkeypatch):
         strategy_lib.get_strategy()
 
 
+@pytest.mark.slow
 def test_unreachable_tpu_is_a_clear_error_within_seconds():
     _, output = run_bounded(program("tpu_unreachable"), timeout=120)
     line = [line for line in output.splitlines() if line.startswith(("StrategyError", "no error"))]
@@ -52,6 +53,7 @@ def worker0_of_two(peer_address):
 
 
 @pytest.mark.parametrize("peer_listens", [False, True], ids=["nothing_listens", "never_joins"])
+@pytest.mark.slow
 def test_missing_cluster_task_is_a_clear_error_within_the_timeout(peer_listens):
     # A bound socket keeps worker 1's port from anyone else; listening or not is the case.
     with socket.socket() as peer:
@@ -71,6 +73,7 @@ def test_missing_cluster_task_is_a_clear_error_within_the_timeout(peer_listens):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
 def test_a_signal_ends_a_task_waiting_for_its_cluster(signum):
     with socket.socket() as peer:
         peer.bind(("127.0.0.1", 0))  # nothing listens at worker 1

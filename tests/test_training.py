@@ -70,6 +70,7 @@ def test_what_the_data_decides_is_checked_before_training(data_dir):
     assert info["class_names"] == [str(d) for d in range(10)] and info["test_examples"] == 364
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_names_the_step(data_dir, tmp_path):
     config = digits_config(
         data_dir, epochs=1, learning_rate=1e30, clip_global_norm=0.0, warmup_steps=0,
@@ -80,6 +81,7 @@ def test_non_finite_loss_stops_and_names_the_step(data_dir, tmp_path):
     assert "backup" not in str(error.value)  # no checkpoint was written before it: none named
 
 
+@pytest.mark.slow
 def test_one_fit_per_run_counts_the_epochs_of_the_run(data_dir, tmp_path, capsys):
     class CountFits(keras.callbacks.Callback):
         fits = 0
@@ -145,6 +147,7 @@ def test_history_survives_a_resume_and_a_rerun_of_a_finished_run(data_dir, tmp_p
     (7, "(epoch 2, step 2 of 5)"),
     (5, "(the end of epoch 1)"),  # after validation and the epoch's row in every log
 ])
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
     data_dir, tmp_path, monkeypatch, capsys, uninterrupted, stop_at, where
 ):
@@ -181,6 +184,7 @@ def test_sigterm_saves_at_the_next_step_says_so_and_the_rerun_redoes_none(
     assert_same_history(tmp_path, uninterrupted)
 
 
+@pytest.mark.slow
 def test_steps_per_execution_that_does_not_divide_the_epoch_keeps_its_steps(data_dir, tmp_path):
     # 5 steps per epoch, 2 per call: Keras's own loop would run 6 per epoch on one stream.
     common = dict(epochs=2, batch_size=256, validate_every_epoch=False, dropout_rate=0.0)
@@ -192,6 +196,7 @@ def test_steps_per_execution_that_does_not_divide_the_epoch_keeps_its_steps(data
     assert max_abs_difference(weights_of(one), weights_of(two)) <= 1e-6
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_with_xla_trains_and_saves_a_float32_model(data_dir, tmp_path):
     config = digits_config(
         data_dir, epochs=1, batch_size=128, dtype_policy="mixed_bfloat16", jit_compile=True,
@@ -205,6 +210,7 @@ def test_mixed_bfloat16_with_xla_trains_and_saves_a_float32_model(data_dir, tmp_
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
 
 
+@pytest.mark.slow
 def test_init_fine_tunes_an_official_checkpoint_at_a_higher_resolution(data_dir, tmp_path):
     from reference import random_official_params
 
@@ -224,6 +230,7 @@ def test_init_fine_tunes_an_official_checkpoint_at_a_higher_resolution(data_dir,
     assert np.abs(stem - params["stem/kernel"]).max() < 0.01 < np.abs(params["stem/kernel"]).max()
 
 
+@pytest.mark.slow
 def test_remote_run_directory_gets_every_file_and_nothing_lands_locally(
     data_dir, tmp_path, monkeypatch
 ):
@@ -251,6 +258,7 @@ def test_remote_run_directory_gets_every_file_and_nothing_lands_locally(
     assert len(storage.read_json(f"{run_dir}/metrics.json")["history"]) == 2
 
 
+@pytest.mark.slow
 def test_kill_during_the_final_save_leaves_no_partial_model(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     code, output = run_bounded(program("kill_in_final_save", data_dir, run_dir))
@@ -268,6 +276,7 @@ def test_kill_during_the_final_save_leaves_no_partial_model(data_dir, tmp_path):
 # Distribution: same weights as the default strategy.
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_cpus_matches_default_strategy(data_dir, tmp_path):
     output, one, two = train_on_one_and_two_replicas(data_dir, tmp_path)
     assert "one 1 10 default" in output and "two 2 10 MirroredStrategy" in output
@@ -320,6 +329,7 @@ def test_default_cli_trains_digits_to_97_percent_quietly(data_dir, tmp_path):
     assert abs(accuracy - metrics["test_accuracy"]) < 1e-6
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_without_a_traceback(data_dir, tmp_path):
     code, output = run_bounded(
         [sys.executable, "-m", "training.train", "--run-dir", str(tmp_path / "run"),
@@ -369,6 +379,7 @@ def test_cli_refuses_a_run_dir_that_is_a_file_or_cannot_be_written(data_dir, tmp
 
 
 @pytest.mark.parametrize("litert_installed", [True, False])
+@pytest.mark.slow
 def test_cli_ends_by_running_the_export_command_on_the_run(
     data_dir, tmp_path, monkeypatch, capsys, litert_installed
 ):
