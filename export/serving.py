@@ -75,7 +75,7 @@ def _saved_model_forward(directory):
         outputs = serving(**{name: images})
         return next(iter(outputs.values()))
 
-    # `loaded` owns the variables the signature reads; the forward keeps it alive.
+    # A signature holds its variables weakly: `loaded` must live until the forward is traced.
     forward.saved_model = loaded
     return forward, tuple(spec.shape[1:])
 
