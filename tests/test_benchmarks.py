@@ -578,6 +578,23 @@ def test_report_peer_table_sets_our_best_beside_timm_round_by_round(tmp_path):
         assert 0 < os.path.getsize(tmp_path / name) < 300_000
 
 
+def test_peer_table_counts_the_frozen_serving_function_as_ours_for_inference():
+    timm = peer_line(1, 1.0, 20.0, what="inference", precision="autocast_bfloat16",
+                     batch_size=32, threads=2)
+    timm["machine"].update({"torch": "2.13.0+cpu", "timm": "1.0.31"})
+    inference = {"framework": "keras", "precision": "mixed_bfloat16", "gelu_dtype": "fused",
+                 "batch_size": 32}
+    ours = {"train_throughput": [], "tflite_latency": [], "inference_throughput": [
+        peer_line(1, 1.3, 15.0, mode="graph", **inference),
+        peer_line(1, 1.3, 25.0, mode="frozen", **inference),
+        # float32 is set against timm's float32, not its bfloat16 autocast.
+        peer_line(1, 1.3, 90.0, mode="frozen", **{**inference, "precision": "float32"}),
+    ]}
+    row = table_row(peers.peer_table([timm], ours), "| S/16 | inference | 32 | 2 |")
+    assert row[4:6] == ["frozen mixed_bfloat16", "25.00 (22.50–27.50)"]
+    assert row[8] == f"**{25.0 / 20.0:.2f}x**"
+
+
 def test_onednn_histogram_counts_the_exec_lines_after_the_marker():
     from benchmarks import onednn_kernels
 
