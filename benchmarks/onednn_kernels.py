@@ -1,4 +1,4 @@
-"""Which oneDNN kernel runs each primitive of a training step, a predict and a frozen serve, as a histogram.
+"""Which oneDNN kernel runs each primitive of a train step, a predict and a frozen serve.
 
     python -m benchmarks.onednn_kernels --variant S/16 --precision mixed_bfloat16
     python -m benchmarks.onednn_kernels --quick
