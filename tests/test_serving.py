@@ -62,6 +62,18 @@ def test_frozen_serving_of_an_exported_saved_model(tiny_config, tmp_path):
                               mixer_forward(expected_params, images / 127.5 - 1.0))
 
 
+def test_the_frozen_function_saves_as_a_saved_model_of_constants(tiny_config, tmp_path):
+    # What a TensorFlow Serving user deploys (docs/export.md): the weights in the graph.
+    model = randomize(MlpMixer(**tiny_config, num_classes=4, image_size=16))
+    tf.saved_model.save(tf.Module(), str(tmp_path / "frozen"),
+                        signatures=serving.cpu_serving_function(model))
+    signature = tf.saved_model.load(str(tmp_path / "frozen")).signatures["serving_default"]
+    assert not ops_of(signature) & VARIABLE_OPS
+    images = random_images(2, 16)
+    (logits,) = signature(images=tf.constant(images)).values()
+    assert_close_to_reference(logits, mixer_forward(official_params(model), images / 127.5 - 1.0))
+
+
 def test_weights_over_what_a_graph_holds_are_refused_in_one_line(tiny_config, monkeypatch):
     model = MlpMixer(**tiny_config, num_classes=4, image_size=16)
     monkeypatch.setattr(serving, "MAX_CONSTANT_BYTES", 1000)
