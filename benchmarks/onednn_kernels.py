@@ -33,7 +33,7 @@ MATMUL_PRIMITIVES = ("matmul", "inner_product", "gemm_api")
 
 
 def child(args):
-    """Runs `args.child` (a step of STEPS) under ONEDNN_VERBOSE; prints MARKER before the measured calls."""
+    """Runs `args.child` (a step of STEPS) under ONEDNN_VERBOSE, MARKER before measured calls."""
     import keras
     import numpy as np
 

@@ -9,8 +9,9 @@ from benchmarks.tables import markdown, spread, variant_order
 # table and which of its records compete; ours is the best of them (the highest median images/s),
 # measured in the same round as timm's. Throughput: our compiled modes as shipped (graph and
 # XLA, the fused Dense-GELU; float32 against timm's float32, mixed_bfloat16 against its bfloat16
-# autocast), and for inference also the frozen CPU serving function (export/serving.py). Batch 1: the LiteRT .tflite file on as many XNNPACK threads as timm's torch threads
-# (fp32 against timm's float32, the better of dynamic_int8 and int8 against its dynamic int8).
+# autocast), and for inference also the frozen CPU serving function (export/serving.py).
+# Batch 1: the LiteRT .tflite file on as many XNNPACK threads as timm's torch threads (fp32
+# against timm's float32, the better of dynamic_int8 and int8 against its dynamic int8).
 COMPILED = ("graph", "xla")
 SERVING = (*COMPILED, "frozen")
 PEER_ROWS = [
