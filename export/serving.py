@@ -33,8 +33,9 @@ def cpu_serving_function(model, batch_size=None):
         batch_size: int or None. None serves any batch size; a fixed one lets grappler
             specialize the graph.
     Returns:
-        A `tf.types.experimental.ConcreteFunction` taking one float32 tensor of shape
-        (batch, size, size, 3) and returning the float32 logits, shape (batch, classes).
+        A `tf.types.experimental.ConcreteFunction` taking one float32 tensor of the model's
+        input shape (batch, height, width, channels) and returning the float32 logits,
+        shape (batch, classes).
     Raises:
         ValueError: the model is not a TensorFlow one, or its weights exceed what one graph
             can hold as constants (2 GiB: H/14 in float32); serve those with the SavedModel.
