@@ -149,6 +149,7 @@ def machine(software=None):
         "cores": os.cpu_count(),
         "mhz": mhz,
         "amx_bf16": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
         "avx512f": "avx512f" in flags,
         "load_average_1min": os.getloadavg()[0],
         "other_pytest_processes": _count_processes("pytest"),

@@ -7,10 +7,11 @@
 
 The model's forward function is frozen (weights as constants) and run in a TF1 Session
 with `RunOptions.FULL_TRACE`, which records every executed kernel after Grappler and
-oneDNN rewrites (so `_MklMatMul` is a oneDNN matmul). For `--step train` the graph adds
-the cross-entropy loss and `tf.gradients` with respect to the weight constants: the
-forward and backward work of `fit`, without the optimizer update. Op time is summed per op
-type over `repeats` traced runs; with two cores the sum can exceed the wall time.
+oneDNN rewrites (so `_MklMatMul` is a oneDNN matmul). For `--step train` the function frozen
+is the cross-entropy loss's gradients with respect to the weights: the forward and backward
+work of `fit`, without the optimizer update. A function XLA compiled
+(`keras_mixer.layers.xla_fused`) counts as one op, "XLA <its Python name>". Op time is summed
+per op type over `repeats` traced runs; with two cores the sum can exceed the wall time.
 """
 
 import collections
@@ -19,52 +20,48 @@ import time
 from benchmarks import common
 
 
-def traced_graph(model, batch_size, image_size, step, num_classes):
-    """A tf.Graph computing the forward pass (or loss and weight gradients) of `model`."""
+def traced_graph(model, batch_size, image_size, step):
+    """A tf.Graph computing the forward pass (or loss and weight gradients) of `model`.
+
+    The gradients are taken inside the traced function, before freezing, so that the
+    layers' own gradients (`keras_mixer.layers.xla_fused`'s) are what runs, as in `fit`.
+    """
     import tensorflow as tf
     from training.tensorflow_internals import freeze
 
-    forward = tf.function(lambda images: model(images, training=False))
-    concrete = forward.get_concrete_function(
-        tf.TensorSpec((batch_size, image_size, image_size, 3), tf.float32)
-    )
+    images_spec = tf.TensorSpec((batch_size, image_size, image_size, 3), tf.float32)
+    if step == "train":
+
+        def gradients(images, labels):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=labels, logits=tf.cast(logits, tf.float32)
+                    )
+                )
+            return tape.gradient(loss, model.trainable_variables)
+
+        concrete = tf.function(gradients).get_concrete_function(
+            images_spec, tf.TensorSpec((batch_size,), tf.int32, name="labels")
+        )
+    else:
+        concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(
+            images_spec
+        )
     frozen = freeze(concrete)
     graph = tf.Graph()
     with graph.as_default():
         tf.import_graph_def(frozen.graph.as_graph_def(), name="")
-        images = graph.get_tensor_by_name(frozen.inputs[0].name)
-        logits = graph.get_tensor_by_name(frozen.outputs[0].name)
-        fetch = logits
-        if step == "train":
-            labels = tf.compat.v1.placeholder(tf.int32, (batch_size,), name="labels")
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=labels, logits=tf.cast(logits, tf.float32)
-                )
-            )
-            weights = [
-                op.outputs[0]
-                for op in graph.get_operations()
-                if op.type == "Const"
-                and op.outputs[0].dtype == tf.float32
-                and op.outputs[0].shape.rank
-                and op.outputs[0].shape.num_elements() >= num_classes
-                and op.outputs[0].shape.rank <= 4
-                and "shape" not in op.name.lower()
-            ]
-            # Fetch the gradients themselves: Grappler prunes work reachable only through
-            # control dependencies (a tf.group), which would leave nothing to trace.
-            fetch = [g for g in tf.gradients(loss, weights) if g is not None]
-    return graph, images, fetch, step
+        inputs = [graph.get_tensor_by_name(tensor.name) for tensor in frozen.inputs]
+        fetch = [graph.get_tensor_by_name(tensor.name) for tensor in frozen.outputs]
+    return graph, inputs, fetch
 
 
-def profile(graph, images_tensor, fetch, images, labels, repeats, warmup):
+def profile(graph, feeds, fetch, repeats, warmup):
     """Per-op-type total microseconds per run, and the wall time per run."""
     import tensorflow as tf
 
-    feeds = {images_tensor: images}
-    if labels is not None:
-        feeds[graph.get_tensor_by_name("labels:0")] = labels
     totals, walls = collections.Counter(), []
     with tf.compat.v1.Session(graph=graph) as session:
         for _ in range(warmup):
@@ -81,14 +78,19 @@ def profile(graph, images_tensor, fetch, images, labels, repeats, warmup):
             walls.append(time.perf_counter() - start)
             for device in metadata.step_stats.dev_stats:
                 for node in device.node_stats:
-                    label = node.timeline_label
-                    kind = (
-                        label.split("=", 1)[1].split("(")[0].strip()
-                        if "=" in label
-                        else node.node_name
-                    )
-                    totals[kind] += node.op_end_rel_micros
+                    totals[_kind(graph, node)] += node.op_end_rel_micros
     return {kind: micros / repeats for kind, micros in totals.items()}, common.summarize(walls)
+
+
+def _kind(graph, node):
+    """The op type of a traced kernel; for a function call, "XLA " and the function's name."""
+    label = node.timeline_label
+    kind = label.split("=", 1)[1].split("(")[0].strip() if "=" in label else node.node_name
+    if kind in ("PartitionedCall", "StatefulPartitionedCall"):
+        function = graph.get_operation_by_name(node.node_name).get_attr("f").name
+        # TensorFlow names a traced function __inference_<python name>_<number>.
+        kind = "XLA " + function.removeprefix("__inference_").rsplit("_", 1)[0]
+    return kind
 
 
 def main(argv=None):
@@ -114,16 +116,12 @@ def main(argv=None):
         variant, image_size=image_size, num_classes=num_classes, gelu_dtype=args.gelu_dtype
     )
     common.randomize_identities(model)  # frozen as constants: zeros would fold away
-    graph, images_tensor, fetch, step = traced_graph(
-        model, args.batch_size, image_size, args.step, num_classes
-    )
-    images = common.random_images(args.batch_size, image_size)
-    labels = (
-        np.random.default_rng(0).integers(0, num_classes, args.batch_size).astype("int32")
-        if step == "train"
-        else None
-    )
-    micros, wall = profile(graph, images_tensor, fetch, images, labels, args.repeats, args.warmup)
+    graph, inputs, fetch = traced_graph(model, args.batch_size, image_size, args.step)
+    values = [common.random_images(args.batch_size, image_size)]
+    if args.step == "train":
+        labels = np.random.default_rng(0).integers(0, num_classes, args.batch_size)
+        values.append(labels.astype("int32"))
+    micros, wall = profile(graph, dict(zip(inputs, values)), fetch, args.repeats, args.warmup)
     total = sum(micros.values())
     top = sorted(micros.items(), key=lambda item: -item[1])[: args.top]
     common.emit(
@@ -132,7 +130,7 @@ def main(argv=None):
             "variant": variant,
             "precision": args.precision,
             "gelu_dtype": args.gelu_dtype,
-            "step": step,
+            "step": args.step,
             "batch_size": args.batch_size,
             "image_size": image_size,
             "wall": wall,

@@ -1,13 +1,15 @@
 """`cpu_serving_function`: a Mixer's forward pass for serving on a CPU, weights as constants.
 
-TensorFlow's oneDNN build runs a Dense on the CPU's matrix-unit kernels (AMX, or AVX-512
-bfloat16 brgemm) only when its weights are constants of the graph, as in a frozen graph: read
-from variables, as `predict_on_batch` and a loaded SavedModel read them, the same matmul with
-its bias and GELU runs on oneDNN's generic gemm (docs/benchmarks.md, "CPU serving", has the
-kernels and the times; benchmarks/inference_throughput.py `--modes graph frozen` measures
-them side by side). The function takes float32 pixels in [0, 255] and returns the logits,
-as the model does; the policy the model was built under (mixed_bfloat16 or float32) is
-kept. It is TensorFlow's: a model built under another Keras backend is served from its
+With the weights as constants of the graph, TensorFlow's oneDNN build prepares each Dense's
+weights once in the blocked layout of its matrix-unit inner product (AMX, or AVX-512
+bfloat16 brgemm) and computes the bias and GELU inside that kernel
+(`keras_mixer.layers.weights_as_constants` spells the Dense for it). `predict_on_batch` and a
+loaded SavedModel read variables: a plain matmul on the matrix units, then the bias and GELU
+in a second, compiled kernel, slower in bfloat16 (docs/benchmarks.md, "CPU serving", has
+the kernels and the times; benchmarks/inference_throughput.py `--modes graph frozen`
+measures them side by side). The function takes float32 pixels in [0, 255] and returns the
+logits, as the model does; the policy the model was built under (mixed_bfloat16 or float32)
+is kept. It is TensorFlow's: a model built under another Keras backend is served from its
 SavedModel (`python -m export.convert ... --formats saved_model`).
 """
 
@@ -17,6 +19,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_mixer.layers import weights_as_constants
 from training.tensorflow_internals import freeze
 
 # Graph constants are serialized in one GraphDef, which protobuf caps at 2 GiB.
@@ -60,7 +63,8 @@ def _keras_forward(model):
                     for weight in model.weights), model.name)
 
     def forward(images):
-        return tf.cast(model(images, training=False), tf.float32)
+        with weights_as_constants():
+            return tf.cast(model(images, training=False), tf.float32)
 
     return forward, tuple(model.input_shape[1:])
 

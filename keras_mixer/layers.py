@@ -1,33 +1,68 @@
-"""The layers the Mixer is built from: Keras's own, with one spelled for TensorFlow's kernels.
+"""The layers the Mixer is built from: Keras's own, three of them spelled for TensorFlow's CPU.
 
 `KERAS_LAYERS` is the layers namespace `MlpMixer` hands `build_mixer`: `keras.layers` with
-this module's `Dense` in place of Keras's. Export and the benchmarks pass other namespaces
-(tf_keras's layers, the integer-friendly graph) to the same builder, made with `with_layers`.
+this module's `Dense`, `Conv2D` and `LayerNormalization` in place of Keras's. Export and the
+benchmarks pass other namespaces (tf_keras's layers, the integer-friendly graph) to the same
+builder, made with `with_layers`.
+
+On TensorFlow's CPU build a matmul runs on oneDNN's matrix-unit kernels (AMX, or AVX-512
+bfloat16 brgemm) when TensorFlow hands oneDNN a plain MatMul: the MatMul + BiasAdd + GELU
+that grappler fuses into one oneDNN inner product runs on oneDNN's generic gemm when the
+weights are variables. And TensorFlow runs the elementwise work around the matmuls (bias,
+GELU, LayerNorm, and their gradients) as one kernel per op, unvectorized in bfloat16. So
+these layers call MatMul alone and put the rest in XLA-compiled functions, one forward and
+one backward per layer (`xla_fused`): the same functions, and no generic gemm left in a
+bfloat16 training step or predict (docs/benchmarks.md, "oneDNN kernels", has the kernels
+and the times; tests/test_mlp_mixer.py checks the ops, and the gradients against Keras's
+own layers). Other backends keep Keras's own calls: XLA fuses these itself.
+
+Each class is named as Keras's, because a `.keras` file stores weights under the
+snake-cased class name (`layers/dense_3/vars`): files written with Keras's layers load into
+these, and theirs into Keras's.
 """
 
+import contextlib
+import contextvars
+import functools
 import types
 
 import keras
 
+# True while a graph is traced whose weights will be frozen into constants (export.serving).
+_WEIGHTS_AS_CONSTANTS = contextvars.ContextVar("weights_as_constants", default=False)
+
+
+@contextlib.contextmanager
+def weights_as_constants():
+    """Traces `Dense` for a graph whose weights will be frozen into constants.
+
+    For constant weights oneDNN prepares the blocked layout of its matrix-unit inner product
+    once and runs the bias and GELU as its post-ops, which is faster than a MatMul and a
+    compiled bias and GELU (docs/benchmarks.md, "CPU serving"); grappler fuses them when
+    MatMul, BiasAdd and the GELU follow each other on a 2-D tensor. With variables the same
+    spelling runs on the generic gemm, so only a graph that will be frozen takes it.
+
+    Example:
+    >>> with weights_as_constants():
+    ...     concrete = tf.function(model).get_concrete_function(spec)  # then freeze it
+    """
+    token = _WEIGHTS_AS_CONSTANTS.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_AS_CONSTANTS.reset(token)
+
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
 class Dense(keras.layers.Dense):
-    """Keras's Dense, spelled on TensorFlow so that oneDNN runs matmul, bias and GELU as one kernel.
+    """Keras's Dense; on TensorFlow, a MatMul on rows, then its bias and activation compiled.
 
     Keras 3.15's Dense lowers a (batch, tokens, channels) input on TensorFlow as Reshape,
-    MatMul, Reshape, then an AddV2 for the bias and the activation's own elementwise ops on
-    the 3-D result. TensorFlow's grappler remapper fuses MatMul + BiasAdd + the tanh GELU into
-    one oneDNN matmul (`_MklNativeFusedMatMul`, the GELU a post-op computed in float32
-    registers, also for bfloat16), but only when the three follow each other on a 2-D tensor
-    and the bias is a BiasAdd. So on TensorFlow this Dense flattens the tokens into rows and
-    calls MatMul, BiasAdd and the activation there: the same function, about ten fewer
-    kernels on each MLP's widest tensor, and no casts around a float32 GELU (before and after
-    in docs/benchmarks.md, "Slow paths"; tests/test_mlp_mixer.py checks the fused kernels).
-
-    Other backends keep Keras's own call (XLA fuses these itself), as do quantized and LoRA
-    layers. It is named `Dense` because a `.keras` file stores weights under the snake-cased
-    class name (`layers/dense_3/vars`): files written with Keras's Dense load into it, and
-    its files into Keras's Dense.
+    MatMul, Reshape, then the bias and the activation's own elementwise ops on the 3-D
+    result. This one flattens the tokens into rows for one 2-D MatMul, which oneDNN runs on
+    its matrix-unit kernels, and adds the bias and applies the activation in float32 in one
+    compiled function (for bfloat16 too, as the GELU's post-op computed it before), whose
+    gradient is one compiled function too. Quantized and LoRA layers take Keras's own call.
 
     Example:
     >>> Dense(2048, activation=keras_mixer.gelu_tanh, name="channel_mixing_dense_0")
@@ -47,11 +82,193 @@ class Dense(keras.layers.Dense):
 
         rows = tf.reshape(inputs, (-1, inputs.shape[-1]))
         kernel = keras.ops.cast(self.kernel, self.compute_dtype)
-        bias = keras.ops.cast(self.bias, self.compute_dtype)
-        outputs = tf.nn.bias_add(tf.matmul(rows, kernel), bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
+        if _WEIGHTS_AS_CONSTANTS.get():
+            bias = keras.ops.cast(self.bias, self.compute_dtype)
+            outputs = self.activation(tf.nn.bias_add(tf.matmul(rows, kernel), bias))
+        else:
+            outputs = _own_op(self, _bias_and_activation(self.activation))(
+                tf.matmul(rows, kernel), self.bias.value, training=training
+            )
         return tf.reshape(outputs, (-1, *leading, self.units))
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class Conv2D(keras.layers.Conv2D):
+    """Keras's Conv2D; training on TensorFlow, a patch-sized stride runs as a per-patch Dense.
+
+    With kernel size equal to stride and no padding, the convolution is the paper's
+    "per-patch fully-connected layer": the same numbers as a matmul of the image cut into
+    patches by a reshape and a transpose. TensorFlow 2.21 runs the convolution's kernel
+    gradient as a slow oneDNN convolution (`_MklNativeConv2DBackpropFilterWithBias`, about a
+    twentieth of a bfloat16 training step of S/16), the matmul's as oneDNN's matrix-unit
+    kernels. Only training takes the matmul: forward, oneDNN's (and XNNPACK's) convolution is
+    fast, and inference graphs, the TFLite files among them, keep it. The kernel keeps
+    Keras's shape. Any other convolution takes Keras's own call.
+    """
+
+    def call(self, inputs, training=None):
+        patch = tuple(self.kernel_size)
+        if (
+            not training
+            or keras.backend.backend() != "tensorflow"
+            or tuple(self.strides) != patch
+            or self.padding != "valid"
+            or tuple(self.dilation_rate) != (1, 1)
+            or self.groups != 1
+            or self.data_format != "channels_last"
+            or not self.use_bias
+            or None in inputs.shape[1:]
+        ):
+            return super().call(inputs)
+        import tensorflow as tf
+
+        _, height, width, channels = inputs.shape
+        rows, columns = height // patch[0], width // patch[1]
+        if (height, width) != (rows * patch[0], columns * patch[1]):
+            # "valid" drops the pixels past the last whole patch.
+            inputs = inputs[:, : rows * patch[0], : columns * patch[1]]
+        patches = tf.reshape(inputs, (-1, rows, patch[0], columns, patch[1], channels))
+        patches = tf.reshape(
+            tf.transpose(patches, (0, 1, 3, 2, 4, 5)), (-1, patch[0] * patch[1] * channels)
+        )
+        kernel = tf.reshape(keras.ops.cast(self.kernel, self.compute_dtype), (-1, self.filters))
+        outputs = _own_op(self, _bias_and_activation(self.activation))(
+            tf.matmul(patches, kernel), self.bias.value, training=training
+        )
+        return tf.reshape(outputs, (-1, rows, columns, self.filters))
+
+
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class LayerNormalization(keras.layers.LayerNormalization):
+    """Keras's LayerNormalization; on TensorFlow, forward and gradient one XLA kernel each.
+
+    TensorFlow 2.21 runs Keras's LayerNormalization as about a dozen elementwise and
+    reduction kernels each way, in float32 with casts around them under `mixed_bfloat16`,
+    and no grappler rewrite fuses them. Over the last axis, with a scale and an offset (the
+    Mixer's), this layer runs Keras's own `ops.layer_normalization` as one compiled function
+    and its gradient, in closed form, as another (`xla_fused`); any other takes Keras's call.
+    """
+
+    def call(self, inputs, training=None):
+        if (
+            keras.backend.backend() != "tensorflow"
+            or not (self.center and self.scale)
+            or self.rms_scaling
+            or not _last_axis_only(self.axis, len(inputs.shape))
+        ):
+            return super().call(inputs)
+        return _own_op(self, *_layer_normalization(self.epsilon))(
+            inputs, self.gamma.value, self.beta.value, training=training
+        )
+
+
+def _last_axis_only(axis, rank):
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    return [a % rank for a in axes] == [rank - 1]
+
+
+def xla_fused(function, gradient=None):
+    """`function` of tensors as an op whose forward and gradient run as one XLA kernel each.
+
+    `gradient(upstream, *inputs)` returns the inputs' gradients; by default it recomputes
+    `function`'s forward inside its own kernel rather than keeping the intermediates, as
+    elementwise work is cheap to redo and costly to store. Each is a
+    `tf.function(jit_compile=True)`, compiled once per shape and dtype, inside a graph that
+    is otherwise not compiled, so the matmuls around it stay oneDNN's. The gradient is given
+    explicitly because TensorFlow's gradient of a compiled function is not one kernel.
+
+    Each call makes a new inference function: two calls of one compiled function in a
+    graph, with different constant arguments, convert to TFLite (TF 2.21's converter) as if
+    both had one call's constants, so each layer has its own (`_own_op`). Training, whose
+    graphs are never converted, shares one forward and one gradient among the layers of a
+    kind, compiled once per shape.
+    """
+    import tensorflow as tf
+
+    forward = tf.function(function, jit_compile=True, autograph=False)
+    shared_forward, backward = _compiled(function, gradient)
+
+    @tf.custom_gradient
+    def differentiable(*inputs):
+        return shared_forward(*inputs), lambda upstream: backward(upstream, *inputs)
+
+    def fused(*inputs, training=None):
+        # Only a training call records the custom gradient: a graph holding one cannot be
+        # saved once frozen (its gradient refers to the graph it was traced in), and
+        # inference graphs are what export and serving freeze. Another call's gradient is
+        # TensorFlow's own, through the compiled forward: right, and slower.
+        return differentiable(*inputs) if training else forward(*inputs)
+
+    return fused
+
+
+def _own_op(layer, function, gradient=None):
+    """`layer`'s own `xla_fused` op of `function`, made on its first call."""
+    if getattr(layer, "_xla_fused", None) is None:
+        layer._xla_fused = xla_fused(function, gradient)
+    return layer._xla_fused
+
+
+@functools.cache
+def _compiled(function, gradient):
+    import tensorflow as tf
+
+    if gradient is None:
+
+        def gradient(upstream, *inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                outputs = function(*inputs)
+            return tape.gradient(outputs, inputs, output_gradients=upstream)
+
+    return (
+        tf.function(function, jit_compile=True, autograph=False),
+        tf.function(gradient, jit_compile=True, autograph=False),
+    )
+
+
+@functools.cache
+def _bias_and_activation(activation):
+    def bias_and_activation(outputs, bias):
+        z = keras.ops.cast(outputs, "float32") + keras.ops.cast(bias, "float32")
+        return keras.ops.cast(activation(z), outputs.dtype)
+
+    return bias_and_activation
+
+
+@functools.cache
+def _layer_normalization(epsilon):
+    import tensorflow as tf
+
+    def layer_normalization(inputs, gamma, beta):
+        outputs = keras.ops.layer_normalization(inputs, gamma, beta, -1, epsilon)
+        return keras.ops.cast(outputs, inputs.dtype)
+
+    def gradient(upstream, inputs, gamma, beta):
+        # The closed form: about half the time of `xla_fused`'s default, the autodiff of
+        # the recomputed forward, on S/16's LayerNorm (bfloat16, 2 cores, 7 ms against 13).
+        x = tf.cast(inputs, tf.float32)
+        dy = tf.cast(upstream, tf.float32)
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        inverse = tf.math.rsqrt(variance + epsilon)
+        normalized = (x - mean) * inverse
+        dnormalized = dy * tf.cast(gamma, tf.float32)
+        dx = inverse * (
+            dnormalized
+            - tf.reduce_mean(dnormalized, -1, keepdims=True)
+            - normalized * tf.reduce_mean(dnormalized * normalized, -1, keepdims=True)
+        )
+
+        def sum_over_rows(tensor):
+            return tf.reduce_sum(tf.reshape(tensor, (-1, tensor.shape[-1])), 0)
+
+        return (
+            tf.cast(dx, inputs.dtype),
+            tf.cast(sum_over_rows(dy * normalized), gamma.dtype),
+            tf.cast(sum_over_rows(dy), beta.dtype),
+        )
+
+    return layer_normalization, gradient
 
 
 def with_layers(layers, **replacements):
@@ -68,4 +285,6 @@ def with_layers(layers, **replacements):
 
 
 # The namespace `MlpMixer` builds from: Keras's layers, with the Mixer's fused Dense.
-KERAS_LAYERS = with_layers(keras.layers, Dense=Dense)
+KERAS_LAYERS = with_layers(
+    keras.layers, Conv2D=Conv2D, Dense=Dense, LayerNormalization=LayerNormalization
+)

@@ -227,7 +227,6 @@ def test_tflite_latency_quick(capsys, tmp_path):
     for name in ("int8", "int16x8"):
         assert by_format[name]["float_ops"] == 0, name  # integer end to end (export's contract)
     assert by_format["fp32"]["float_ops"] == by_format["fp32"]["num_ops"]
-    assert by_format["int8"]["size_bytes"] < by_format["fp32"]["size_bytes"]
     # The benchmark's before: the graph as Keras lowers it keeps float ops and more partitions.
     before = by_format["int8_keras_graph"]
     assert before["float_ops"] > 0
@@ -270,8 +269,8 @@ def test_export_memory_quick_times_the_fine_tuning_steps(capsys, tmp_path):
 def test_op_profile_quick_traces_the_training_step(capsys, tmp_path):
     (record,) = run(op_profile, capsys, tmp_path, "--precision", "float32", "--step", "train")
     kinds = {op["op"] for op in record["ops"]}
-    # The backward pass ran (a weight gradient of the stem), not only the forward matmuls.
-    assert any("Backprop" in kind or "BiasAddGrad" in kind for kind in kinds), kinds
+    # The backward pass ran (the layers' compiled gradients), not only the forward pass.
+    assert {"XLA gradient", "XLA layer_normalization", "XLA bias_and_activation"} <= kinds, kinds
     assert sum(op["share"] for op in record["ops"]) <= 1.0 + 1e-9
     check_summary(record["wall"])
 
@@ -631,5 +630,13 @@ def test_onednn_kernels_quick_sees_every_dense_matmul(capsys, tmp_path):
         for step, record in records.items()
     }
     # A training step multiplies by each kernel forward, then for the input's and the
-    # kernel's gradients; the frozen serving graph keeps every Dense a oneDNN matmul.
-    assert matmuls == {"predict": dense_layers, "serve": dense_layers, "train": 3 * dense_layers}
+    # kernel's gradients, and the stem by its kernel and for the kernel's gradient (the
+    # images need none); the frozen serving graph keeps every Dense a oneDNN matmul.
+    assert matmuls == {
+        "predict": dense_layers, "serve": dense_layers, "train": 3 * dense_layers + 2}
+    # Issue 19's rule, on a CPU with bfloat16 matrix kernels (brgemm): in bfloat16 no matmul
+    # of a train step, a predict or a serve runs on oneDNN's generic gemm.
+    machine = records["train"]["machine"]
+    if machine["amx_bf16"] or machine["avx512_bf16"]:
+        assert {step: record["generic_matmul_calls"] for step, record in records.items()} == {
+            "train": 0, "predict": 0, "serve": 0}

@@ -1,5 +1,6 @@
 """The Keras model: shapes, options, serialisation, SavedModel, training, the tf_keras twin."""
 
+import collections
 import os
 
 import keras
@@ -189,24 +190,68 @@ def executed_ops(model, images):
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
-def test_mlp_matmul_bias_and_gelu_run_as_one_onednn_kernel(tiny_config, precision):
-    # keras_mixer.layers.Dense exists for this fusion (docs/benchmarks.md, "Slow paths"):
-    # every MLP's first Dense is one fused matmul with its bias and GELU, its second one
-    # with its bias, and no GELU op (Tanh) runs on its own.
+def test_every_dense_is_a_plain_matmul_and_the_elementwise_work_is_compiled(
+    tiny_config, precision
+):
+    # keras_mixer.layers (docs/benchmarks.md, "oneDNN kernels"): each Dense is a MatMul,
+    # which oneDNN runs on its matrix-unit kernels, never the fused inner product it runs on
+    # its generic gemm when the weights are variables; each Dense's bias and GELU and each
+    # LayerNorm run inside one compiled function call, and none of their ops on its own.
     if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
-        pytest.skip("oneDNN is switched off: TensorFlow's remapper does not fuse")
+        pytest.skip("oneDNN is switched off: MatMul is not rewritten to _MklMatMul")
     keras.mixed_precision.set_global_policy(precision)
     try:
-        # Random biases: grappler folds away a BiasAdd of the zeros Keras initialises.
         model = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16))
-        ops = executed_ops(model, random_images(2, 16))
+        kinds = collections.Counter(op for op, _ in executed_ops(model, random_images(2, 16)))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    fused = [fused_ops for op, fused_ops in ops if fused_ops]
     blocks = tiny_config["num_blocks"]
-    assert fused.count(["BiasAdd", "GeluApproximate"]) == 2 * blocks
-    assert fused.count(["BiasAdd"]) == 2 * blocks + 2  # + the stem convolution and the head
-    assert not [op for op, _ in ops if op in ("Tanh", "Square", "Pow")]
+    dense_layers = 2 * 2 * blocks + 1  # two MLPs of two Dense per block, and the head
+    layer_norms = 2 * blocks + 1
+    assert kinds["_MklMatMul"] == dense_layers
+    assert not [kind for kind in kinds if "FusedMatMul" in kind]
+    calls = kinds["PartitionedCall"] + kinds["StatefulPartitionedCall"]
+    assert calls == dense_layers + layer_norms
+    elementwise = ("BiasAdd", "Tanh", "Square", "Pow", "SquaredDifference", "Rsqrt")
+    assert not [kind for kind in kinds if kind in elementwise]
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_training_gradients_match_keras_own_layers(tiny_config, precision):
+    # keras_mixer.layers gives Dense, LayerNorm and the patch stem gradients of their own
+    # (keras_mixer.layers.xla_fused); Keras's layers, differentiated by TensorFlow, are the
+    # independent reference, with the same weights.
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = randomize(MlpMixer(**tiny_config, num_classes=5, image_size=16))
+        inputs, outputs = build_mixer(keras.layers, **model.mixer_config())
+        plain = keras.Model(inputs, outputs)
+        plain.set_weights(model.get_weights())
+        images = tf.constant(random_images(4, 16))
+        labels = tf.constant([0, 1, 2, 3])
+
+        def gradients(network):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                logits = tf.cast(network(images, training=True), tf.float32)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                )
+            weights = [weight.value for weight in network.trainable_weights]
+            return [logits, *tape.gradient(loss, [images, *weights])]
+
+        ours, reference = tf.function(gradients)(model), tf.function(gradients)(plain)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    # float32 round-off; bfloat16's 8 bits, the two graphs rounding at different places.
+    # Each weight's gradient is held to the largest one's scale: some are near zero.
+    tolerance = 1e-5 if precision == "float32" else 0.05
+    ours, reference = ([np.asarray(t, np.float32) for t in ts] for ts in (ours, reference))
+    assert len(ours) == len(reference) == 2 + len(model.trainable_weights)
+    weight_scale = max(np.abs(gradient).max() for gradient in reference[2:])
+    for index, (mine, theirs) in enumerate(zip(ours, reference)):
+        scale = np.abs(theirs).max() if index < 2 else weight_scale
+        assert np.abs(mine - theirs).max() <= tolerance * scale, index
 
 
 def test_tf_keras_twin_has_same_weights_and_outputs(tiny_config):
