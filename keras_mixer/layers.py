@@ -86,9 +86,7 @@ class Dense(keras.layers.Dense):
             bias = keras.ops.cast(self.bias, self.compute_dtype)
             outputs = self.activation(tf.nn.bias_add(tf.matmul(rows, kernel), bias))
         else:
-            outputs = _own_op(self, _bias_and_activation(self.activation))(
-                tf.matmul(rows, kernel), self.bias.value, training=training
-            )
+            outputs = _matmul_bias_and_activation(self, rows, kernel, training)
         return tf.reshape(outputs, (-1, *leading, self.units))
 
 
@@ -132,9 +130,7 @@ class Conv2D(keras.layers.Conv2D):
             tf.transpose(patches, (0, 1, 3, 2, 4, 5)), (-1, patch[0] * patch[1] * channels)
         )
         kernel = tf.reshape(keras.ops.cast(self.kernel, self.compute_dtype), (-1, self.filters))
-        outputs = _own_op(self, _bias_and_activation(self.activation))(
-            tf.matmul(patches, kernel), self.bias.value, training=training
-        )
+        outputs = _matmul_bias_and_activation(self, patches, kernel, training)
         return tf.reshape(outputs, (-1, rows, columns, self.filters))
 
 
@@ -160,6 +156,15 @@ class LayerNormalization(keras.layers.LayerNormalization):
         return _own_op(self, *_layer_normalization(self.epsilon))(
             inputs, self.gamma.value, self.beta.value, training=training
         )
+
+
+def _matmul_bias_and_activation(layer, rows, kernel, training):
+    """`rows @ kernel` as oneDNN's plain MatMul, then `layer`'s bias and activation compiled."""
+    import tensorflow as tf
+
+    return _own_op(layer, _bias_and_activation(layer.activation))(
+        tf.matmul(rows, kernel), layer.bias.value, training=training
+    )
 
 
 def _last_axis_only(axis, rank):
@@ -284,7 +289,7 @@ def with_layers(layers, **replacements):
     return types.SimpleNamespace(**namespace)
 
 
-# The namespace `MlpMixer` builds from: Keras's layers, with the Mixer's fused Dense.
+# The namespace `MlpMixer` builds from: Keras's layers, with this module's three in place.
 KERAS_LAYERS = with_layers(
     keras.layers, Conv2D=Conv2D, Dense=Dense, LayerNormalization=LayerNormalization
 )
