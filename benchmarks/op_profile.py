@@ -5,7 +5,8 @@
         --gelu-dtype compute                    # before the slow-path fix
     python -m benchmarks.op_profile --quick
 
-The model's forward function is frozen (weights as constants) and run in a TF1 Session
+The model's forward function, spelled as Keras's predict loop traces it, is frozen (weights as
+constants) and run in a TF1 Session
 with `RunOptions.FULL_TRACE`, which records every executed kernel after Grappler and
 oneDNN rewrites (so `_MklMatMul` is a oneDNN matmul). For `--step train` the function frozen
 is the cross-entropy loss's gradients with respect to the weights: the forward and backward
@@ -46,9 +47,12 @@ def traced_graph(model, batch_size, image_size, step):
             images_spec, tf.TensorSpec((batch_size,), tf.int32, name="labels")
         )
     else:
-        concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(
-            images_spec
-        )
+        # The forward pass as Keras's predict loop spells it (MlpMixer.predict_step).
+        from keras_mixer.layers import compiled_inference
+
+        with compiled_inference():
+            forward = tf.function(lambda images: model(images, training=False))
+            concrete = forward.get_concrete_function(images_spec)
     frozen = freeze(concrete)
     graph = tf.Graph()
     with graph.as_default():

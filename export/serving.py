@@ -3,9 +3,10 @@
 With the weights as constants of the graph, TensorFlow's oneDNN build prepares each Dense's
 weights once in the blocked layout of its matrix-unit inner product (AMX, or AVX-512
 bfloat16 brgemm) and computes the bias and GELU inside that kernel
-(`keras_mixer.layers.weights_as_constants` spells the Dense for it). `predict_on_batch` and a
-loaded SavedModel read variables: a plain matmul on the matrix units, then the bias and GELU
-in a second, compiled kernel, slower in bfloat16 (docs/benchmarks.md, "CPU serving", has
+(`keras_mixer.layers.weights_as_constants` spells the Dense for it). `predict_on_batch` reads
+variables: a plain matmul on the matrix units, then the bias and GELU in a second, compiled
+kernel, slower in bfloat16; a loaded SavedModel, TensorFlow's own ops on variables, runs
+the fused kernel on oneDNN's generic gemm (docs/benchmarks.md, "CPU serving", has
 the kernels and the times; benchmarks/inference_throughput.py `--modes graph frozen`
 measures them side by side). The function takes float32 pixels in [0, 255] and returns the
 logits, as the model does; the policy the model was built under (mixed_bfloat16 or float32)

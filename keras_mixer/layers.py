@@ -11,10 +11,13 @@ that grappler fuses into one oneDNN inner product runs on oneDNN's generic gemm 
 weights are variables. And TensorFlow runs the elementwise work around the matmuls (bias,
 GELU, LayerNorm, and their gradients) as one kernel per op, unvectorized in bfloat16. So
 these layers call MatMul alone and put the rest in XLA-compiled functions, one forward and
-one backward per layer (`xla_fused`): the same functions, and no generic gemm left in a
-bfloat16 training step or predict (docs/benchmarks.md, "oneDNN kernels", has the kernels
-and the times; tests/test_mlp_mixer.py checks the ops, and the gradients against Keras's
-own layers). Other backends keep Keras's own calls: XLA fuses these itself.
+one backward per layer kind and shape (`xla_fused`): no generic gemm left in a bfloat16
+training step or predict (docs/benchmarks.md, "oneDNN kernels", has the kernels and the
+times; tests/test_mlp_mixer.py checks the ops, and the gradients against Keras's own
+layers). Training steps and Keras's predict and evaluate loops take that spelling; any
+other inference graph keeps TensorFlow's own ops, so that what users trace, export and
+convert needs no XLA (`compiled_inference`, `weights_as_constants`). Other backends keep
+Keras's own calls: XLA fuses these itself.
 
 Each class is named as Keras's, because a `.keras` file stores weights under the
 snake-cased class name (`layers/dense_3/vars`): files written with Keras's layers load into
@@ -28,29 +31,58 @@ import types
 
 import keras
 
-# True while a graph is traced whose weights will be frozen into constants (export.serving).
-_WEIGHTS_AS_CONSTANTS = contextvars.ContextVar("weights_as_constants", default=False)
+# How an inference call (not `training`) spells the layers, chosen while a graph is traced:
+# - "portable": TensorFlow's own ops, as Keras's layers; the default, so that a graph a user
+#   traces, `model.export`s or converts to TFLite holds no XLA-compiled function. TF 2.21's
+#   TFLite converter converts two calls of one compiled function given different constant
+#   arguments as if both had one call's constants (two Dense in a row gave logits off by
+#   1.36), and a compiled function needs XLA wherever the graph is served.
+# - "compiled": the compiled bias, activation and LayerNorm of a training step; Keras's
+#   predict and evaluate loops (`MlpMixer.predict_step`, `test_step`) trace under it.
+# - "frozen": a graph whose weights will be frozen into constants (`weights_as_constants`).
+_PORTABLE, _COMPILED, _FROZEN = "portable", "compiled", "frozen"
+_INFERENCE = contextvars.ContextVar("inference", default=_PORTABLE)
 
 
 @contextlib.contextmanager
+def _inference(spelling):
+    token = _INFERENCE.set(spelling)
+    try:
+        yield
+    finally:
+        _INFERENCE.reset(token)
+
+
+def compiled_inference():
+    """Traces inference calls as training's: a plain MatMul, then compiled elementwise kernels.
+
+    The faster spelling for a graph that reads variables and runs where it was traced, as
+    Keras's predict loop does (`MlpMixer.predict_step` traces under it): oneDNN runs the
+    MatMul on its matrix-unit kernels, and the bias, GELU and LayerNorm run as one XLA
+    kernel each. Such a graph is not one to export or convert (see `_INFERENCE`).
+
+    Example:
+    >>> with compiled_inference():
+    ...     logits = tf.function(model)(images)
+    """
+    return _inference(_COMPILED)
+
+
 def weights_as_constants():
-    """Traces `Dense` for a graph whose weights will be frozen into constants.
+    """Traces inference calls for a graph whose weights will be frozen into constants.
 
     For constant weights oneDNN prepares the blocked layout of its matrix-unit inner product
     once and runs the bias and GELU as its post-ops, which is faster than a MatMul and a
     compiled bias and GELU (docs/benchmarks.md, "CPU serving"); grappler fuses them when
     MatMul, BiasAdd and the GELU follow each other on a 2-D tensor. With variables the same
-    spelling runs on the generic gemm, so only a graph that will be frozen takes it.
+    spelling runs on the generic gemm, so only a graph that will be frozen takes it; its
+    LayerNorms run compiled.
 
     Example:
     >>> with weights_as_constants():
     ...     concrete = tf.function(model).get_concrete_function(spec)  # then freeze it
     """
-    token = _WEIGHTS_AS_CONSTANTS.set(True)
-    try:
-        yield
-    finally:
-        _WEIGHTS_AS_CONSTANTS.reset(token)
+    return _inference(_FROZEN)
 
 
 @keras.saving.register_keras_serializable(package="keras_mixer")
@@ -62,7 +94,9 @@ class Dense(keras.layers.Dense):
     result. This one flattens the tokens into rows for one 2-D MatMul, which oneDNN runs on
     its matrix-unit kernels, and adds the bias and applies the activation in float32 in one
     compiled function (for bfloat16 too, as the GELU's post-op computed it before), whose
-    gradient is one compiled function too. Quantized and LoRA layers take Keras's own call.
+    gradient is one compiled function too: in training and under `compiled_inference`.
+    Another inference call adds the bias and applies the activation with TensorFlow's own
+    ops, which grappler fuses with the MatMul. Quantized and LoRA layers take Keras's own call.
 
     Example:
     >>> Dense(2048, activation=keras_mixer.gelu_tanh, name="channel_mixing_dense_0")
@@ -82,11 +116,11 @@ class Dense(keras.layers.Dense):
 
         rows = tf.reshape(inputs, (-1, inputs.shape[-1]))
         kernel = keras.ops.cast(self.kernel, self.compute_dtype)
-        if _WEIGHTS_AS_CONSTANTS.get():
+        if training or _INFERENCE.get() == _COMPILED:
+            outputs = _matmul_bias_and_activation(self, rows, kernel, training)
+        else:
             bias = keras.ops.cast(self.bias, self.compute_dtype)
             outputs = self.activation(tf.nn.bias_add(tf.matmul(rows, kernel), bias))
-        else:
-            outputs = _matmul_bias_and_activation(self, rows, kernel, training)
         return tf.reshape(outputs, (-1, *leading, self.units))
 
 
@@ -142,7 +176,8 @@ class LayerNormalization(keras.layers.LayerNormalization):
     reduction kernels each way, in float32 with casts around them under `mixed_bfloat16`,
     and no grappler rewrite fuses them. Over the last axis, with a scale and an offset (the
     Mixer's), this layer runs Keras's own `ops.layer_normalization` as one compiled function
-    and its gradient, in closed form, as another (`xla_fused`); any other takes Keras's call.
+    and its gradient, in closed form, as another (`xla_fused`), in training and under
+    `compiled_inference` or `weights_as_constants`; any other call takes Keras's.
     """
 
     def call(self, inputs, training=None):
@@ -151,9 +186,10 @@ class LayerNormalization(keras.layers.LayerNormalization):
             or not (self.center and self.scale)
             or self.rms_scaling
             or not _last_axis_only(self.axis, len(inputs.shape))
+            or (not training and _INFERENCE.get() == _PORTABLE)
         ):
             return super().call(inputs)
-        return _own_op(self, *_layer_normalization(self.epsilon))(
+        return xla_fused(*_layer_normalization(self.epsilon))(
             inputs, self.gamma.value, self.beta.value, training=training
         )
 
@@ -162,7 +198,7 @@ def _matmul_bias_and_activation(layer, rows, kernel, training):
     """`rows @ kernel` as oneDNN's plain MatMul, then `layer`'s bias and activation compiled."""
     import tensorflow as tf
 
-    return _own_op(layer, _bias_and_activation(layer.activation))(
+    return xla_fused(_bias_and_activation(layer.activation))(
         tf.matmul(rows, kernel), layer.bias.value, training=training
     )
 
@@ -172,6 +208,7 @@ def _last_axis_only(axis, rank):
     return [a % rank for a in axes] == [rank - 1]
 
 
+@functools.cache
 def xla_fused(function, gradient=None):
     """`function` of tensors as an op whose forward and gradient run as one XLA kernel each.
 
@@ -180,42 +217,10 @@ def xla_fused(function, gradient=None):
     elementwise work is cheap to redo and costly to store. Each is a
     `tf.function(jit_compile=True)`, compiled once per shape and dtype, inside a graph that
     is otherwise not compiled, so the matmuls around it stay oneDNN's. The gradient is given
-    explicitly because TensorFlow's gradient of a compiled function is not one kernel.
-
-    Each call makes a new inference function: two calls of one compiled function in a
-    graph, with different constant arguments, convert to TFLite (TF 2.21's converter) as if
-    both had one call's constants, so each layer has its own (`_own_op`). Training, whose
-    graphs are never converted, shares one forward and one gradient among the layers of a
-    kind, compiled once per shape.
+    explicitly because TensorFlow's gradient of a compiled function is not one kernel. One
+    op per `function` and `gradient`, shared by every layer that calls it: a model compiles
+    one kernel per layer kind and shape, not one per layer.
     """
-    import tensorflow as tf
-
-    forward = tf.function(function, jit_compile=True, autograph=False)
-    shared_forward, backward = _compiled(function, gradient)
-
-    @tf.custom_gradient
-    def differentiable(*inputs):
-        return shared_forward(*inputs), lambda upstream: backward(upstream, *inputs)
-
-    def fused(*inputs, training=None):
-        # Only a training call records the custom gradient: a graph holding one cannot be
-        # saved once frozen (its gradient refers to the graph it was traced in), and
-        # inference graphs are what export and serving freeze. Another call's gradient is
-        # TensorFlow's own, through the compiled forward: right, and slower.
-        return differentiable(*inputs) if training else forward(*inputs)
-
-    return fused
-
-
-def _own_op(layer, function, gradient=None):
-    """`layer`'s own `xla_fused` op of `function`, made on its first call."""
-    if getattr(layer, "_xla_fused", None) is None:
-        layer._xla_fused = xla_fused(function, gradient)
-    return layer._xla_fused
-
-
-@functools.cache
-def _compiled(function, gradient):
     import tensorflow as tf
 
     if gradient is None:
@@ -226,10 +231,21 @@ def _compiled(function, gradient):
                 outputs = function(*inputs)
             return tape.gradient(outputs, inputs, output_gradients=upstream)
 
-    return (
-        tf.function(function, jit_compile=True, autograph=False),
-        tf.function(gradient, jit_compile=True, autograph=False),
-    )
+    forward = tf.function(function, jit_compile=True, autograph=False)
+    backward = tf.function(gradient, jit_compile=True, autograph=False)
+
+    @tf.custom_gradient
+    def differentiable(*inputs):
+        return forward(*inputs), lambda upstream: backward(upstream, *inputs)
+
+    def fused(*inputs, training=None):
+        # Only a training call records the custom gradient: a graph holding one cannot be
+        # saved once frozen (its gradient refers to the graph it was traced in), and
+        # inference graphs are what export and serving freeze. Another call's gradient is
+        # TensorFlow's own, through the compiled forward: right, and slower.
+        return differentiable(*inputs) if training else forward(*inputs)
+
+    return fused
 
 
 @functools.cache

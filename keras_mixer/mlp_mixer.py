@@ -8,8 +8,8 @@ Read top to bottom as the paper's Section 2:
     head:            logits = Dense(mean_patches(LayerNorm(Y)))
 
 The graph is built from Keras's own layers by `build_mixer`, which is given the layers
-namespace: `keras_mixer.layers.KERAS_LAYERS` (Keras's layers with a `Dense` that TensorFlow's
-oneDNN runs as fused kernels) builds the Keras 3 model users work with, `tf_keras.layers`
+namespace: `keras_mixer.layers.KERAS_LAYERS` (Keras's layers, three of them spelled for
+TensorFlow's CPU) builds the Keras 3 model users work with, `tf_keras.layers`
 builds its twin for tensorflow-model-optimization (which accepts tf_keras models only).
 Both have the same weighted layers in the same order, so weights copy across by position,
 and the graph lowers to TFLite builtin ops only.
@@ -32,7 +32,7 @@ import keras
 
 from keras_mixer import preset_folder
 from keras_mixer import presets as presets_lib
-from keras_mixer.layers import KERAS_LAYERS
+from keras_mixer.layers import KERAS_LAYERS, compiled_inference
 from keras_mixer.variants import get_variant
 
 LAYER_NORM_EPSILON = 1e-6
@@ -230,6 +230,17 @@ class MlpMixer(keras.Model):
         # The names of the head's outputs, when known: from_preset sets them, save_to_preset
         # writes them. Not an architecture argument, so not in get_config.
         self.class_names = None
+
+    # Keras's predict and evaluate loops trace these into graphs that run where they were
+    # traced and are never exported: the layers' compiled spelling is the faster there
+    # (keras_mixer/layers.py). Under another backend the layers ignore it.
+    def predict_step(self, *args, **kwargs):
+        with compiled_inference():
+            return super().predict_step(*args, **kwargs)
+
+    def test_step(self, *args, **kwargs):
+        with compiled_inference():
+            return super().test_step(*args, **kwargs)
 
     @property
     def num_patches(self):

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_mixer import MlpMixer, build_mixer, gelu_tanh
+from keras_mixer.layers import compiled_inference
 from reference import mixer_forward
 
 from helpers import official_params, random_images, randomize
@@ -23,11 +25,15 @@ def test_output_shapes_and_num_patches(tiny_config):
     assert features(random_images(3, 16)).shape == (3, tiny_config["hidden_dim"])
 
 
-def test_logits_match_numpy_reference(tiny_config):
+@pytest.mark.parametrize("run", ["call", "predict_on_batch"])
+def test_logits_match_numpy_reference(tiny_config, run):
+    # A call runs TensorFlow's own ops; Keras's predict loop, the compiled elementwise
+    # functions (keras_mixer.layers.compiled_inference), each shared by the layers of a kind.
     model = randomize(MlpMixer(**tiny_config, num_classes=5, image_size=(16, 12)))
     images = random_images(2, 16, 12)
     expected = mixer_forward(official_params(model), images / 127.5 - 1.0)
-    np.testing.assert_allclose(model(images), expected, atol=1e-4, rtol=1e-4)
+    logits = model(images) if run == "call" else model.predict_on_batch(images)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_head_is_zero_initialised(tiny_config):
@@ -163,7 +169,7 @@ def test_mixed_bfloat16_policy(tiny_config):
 
 
 def executed_ops(model, images):
-    """(op type, fused ops) of every kernel TensorFlow runs for `model` on `images`, after
+    """(op type, node name) of every kernel TensorFlow runs for `model` on `images`, after
     grappler and oneDNN's remapper: what a graph-mode `predict` executes."""
     from training.tensorflow_internals import freeze
 
@@ -183,9 +189,7 @@ def executed_ops(model, images):
                 run_metadata=metadata,
             )
     return [
-        (node.op, [op.decode() for op in node.attr["fused_ops"].list.s])
-        for partition in metadata.partition_graphs
-        for node in partition.node
+        (node.op, node.name) for partition in metadata.partition_graphs for node in partition.node
     ]
 
 
@@ -193,22 +197,26 @@ def executed_ops(model, images):
 def test_every_dense_is_a_plain_matmul_and_the_elementwise_work_is_compiled(
     tiny_config, precision
 ):
-    # keras_mixer.layers (docs/benchmarks.md, "oneDNN kernels"): each Dense is a MatMul,
-    # which oneDNN runs on its matrix-unit kernels, never the fused inner product it runs on
-    # its generic gemm when the weights are variables; each Dense's bias and GELU and each
+    # keras_mixer.layers (docs/benchmarks.md, "oneDNN kernels"): in Keras's predict loop
+    # each Dense is a MatMul, which oneDNN runs on its matrix-unit kernels (`_MklMatMul`;
+    # TensorFlow's own `MatMul` where oneDNN is off), never the fused inner product it runs
+    # on its generic gemm when the weights are variables; each Dense's bias and GELU and each
     # LayerNorm run inside one compiled function call, and none of their ops on its own.
-    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
-        pytest.skip("oneDNN is switched off: MatMul is not rewritten to _MklMatMul")
     keras.mixed_precision.set_global_policy(precision)
     try:
         model = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16))
-        kinds = collections.Counter(op for op, _ in executed_ops(model, random_images(2, 16)))
+        with compiled_inference():
+            ops = executed_ops(model, random_images(2, 16))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     blocks = tiny_config["num_blocks"]
     dense_layers = 2 * 2 * blocks + 1  # two MLPs of two Dense per block, and the head
     layer_norms = 2 * blocks + 1
-    assert kinds["_MklMatMul"] == dense_layers
+    # The patch stem keeps Keras's convolution at inference: its bias is a BiasAdd of its
+    # own where oneDNN is off and the convolution is bfloat16 (TensorFlow's Eigen kernels
+    # fuse a bias into a float32 convolution only).
+    kinds = collections.Counter(op for op, name in ops if "/stem" not in name)
+    assert kinds["_MklMatMul"] + kinds["MatMul"] == dense_layers
     assert not [kind for kind in kinds if "FusedMatMul" in kind]
     calls = kinds["PartitionedCall"] + kinds["StatefulPartitionedCall"]
     assert calls == dense_layers + layer_norms
@@ -216,6 +224,48 @@ def test_every_dense_is_a_plain_matmul_and_the_elementwise_work_is_compiled(
     assert not [kind for kind in kinds if kind in elementwise]
 
 
+def compiled_functions(graph_def):
+    """The names of `graph_def`'s library functions that XLA must compile."""
+    return {
+        function.signature.name
+        for function in graph_def.library.function
+        if function.attr["_XlaMustCompile"].b
+    }
+
+
+def test_only_keras_loops_and_training_trace_compiled_functions(tiny_config, tmp_path):
+    # A graph a user traces or exports must convert to TFLite and run without XLA: TF
+    # 2.21's converter gives two calls of one compiled function the constants of one of
+    # them (keras_mixer.layers._INFERENCE). Keras's predict step and training take the
+    # compiled functions, one per layer kind and shape, not one per layer.
+    model = randomize(MlpMixer(**tiny_config, num_classes=3, image_size=16))
+    spec = tf.TensorSpec((2, 16, 16, 3), tf.float32)
+
+    def traced(function):
+        return tf.function(function).get_concrete_function(spec).graph.as_graph_def()
+
+    assert not compiled_functions(traced(model))
+    model.export(str(tmp_path / "exported"), verbose=False)
+    pb = (tmp_path / "exported" / "saved_model.pb").read_bytes()
+    saved = saved_model_pb2.SavedModel.FromString(pb)
+    assert saved.meta_graphs[0].graph_def.library.function
+    assert not compiled_functions(saved.meta_graphs[0].graph_def)
+    kinds = {
+        (type(layer).__name__, getattr(layer, "activation", None), tuple(layer.input.shape[1:]))
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Dense, keras.layers.LayerNormalization))
+    }
+    assert len(kinds) < len([layer for layer in model.layers if layer.weights]) - 1
+    assert len(compiled_functions(traced(model.predict_step))) == len(kinds)
+
+    def training_step(images):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(images, training=True))
+        return tape.gradient(loss, model.trainable_weights)
+
+    # A forward and a gradient of each; the patch stem, a matmul in training, shares the
+    # channel MLP's last Dense's (both give (patches, hidden_dim) rows, no activation).
+    assert len(compiled_functions(traced(training_step))) == 2 * len(kinds)
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_training_gradients_match_keras_own_layers(tiny_config, precision):
     # keras_mixer.layers gives Dense, LayerNorm and the patch stem gradients of their own
