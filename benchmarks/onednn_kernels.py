@@ -7,14 +7,18 @@ With ONEDNN_VERBOSE=1, oneDNN prints a line for every primitive it executes, nam
 implementation: `brg_matmul:avx10_1_512_amx` and `brgemm:avx512_core_amx` are the matrix
 units' kernels (`avx512_core_bf16` on a CPU without AMX), `x64:gemm:jit` the generic one.
 oneDNN reads the variable once, when TensorFlow loads, so each step runs in a child process
-(`--child`) that prints a marker before its measured calls; the parent sums the `exec`
-lines after it per (primitive, implementation, propagation kind): calls and oneDNN's own
-milliseconds, per call. The model is `MlpMixer` as users build it, compiled with Adam and
-cross-entropy in graph mode (XLA's own dot does not go through these primitives); `serve` is
-the same model through export.serving.cpu_serving_function, its weights as graph constants
-(its biases and LayerNorms randomized first, as trained ones are: zeros would fold away).
+(`--child`) that prints a marker before its measured calls, and whether TensorFlow runs
+oneDNN's kernels; the parent sums the `exec` lines after it per (primitive, implementation,
+propagation kind): calls and oneDNN's own milliseconds, per call. The model is `MlpMixer` as
+users build it, compiled with Adam and cross-entropy in graph mode (XLA's own dot does not go
+through these primitives); `serve` is the same model through
+export.serving.cpu_serving_function, its weights as graph constants (its biases and LayerNorms
+randomized first, as trained ones are: zeros would fold away).
 `generic` counts the calls of matmuls and inner products on the generic kernel in
-bfloat16: the check of docs/benchmarks.md, "oneDNN kernels".
+bfloat16: the check of docs/benchmarks.md, "oneDNN kernels". `onednn` says whether
+TensorFlow runs oneDNN's kernels on this CPU at all: its x86 build does not by default on a
+CPU without AVX-512 VNNI or bfloat16, AVX-VNNI or AMX (`TF_ENABLE_ONEDNN_OPTS=1` turns them
+on), and then the histogram holds at most the float32 matmuls Eigen hands oneDNN's gemm.
 """
 
 import argparse
@@ -27,6 +31,7 @@ from benchmarks import common
 
 STEPS = ("train", "predict", "serve")
 MARKER = "keras-mixer-measured-calls"
+ONEDNN = "onednn"  # after MARKER where TensorFlow runs oneDNN's kernels, else "eigen"
 # A matmul that oneDNN runs off the matrix units: its generic gemm kernel.
 GENERIC = "gemm:jit"
 MATMUL_PRIMITIVES = ("matmul", "inner_product", "gemm_api")
@@ -36,6 +41,8 @@ def child(args):
     """Runs `args.child` (a step of STEPS) under ONEDNN_VERBOSE, MARKER before measured calls."""
     import keras
     import numpy as np
+
+    from training.tensorflow_internals import onednn_enabled
 
     variant, image_size, num_classes = _size(args)
     common.set_precision(args.precision)
@@ -59,7 +66,7 @@ def child(args):
     }[args.child]
     for _ in range(args.warmup):
         call()
-    print(MARKER, flush=True)
+    print(MARKER, ONEDNN if onednn_enabled() else "eigen", flush=True)
     for _ in range(args.repeats):
         call()
     sys.stdout.flush()
@@ -134,6 +141,7 @@ def main(argv=None):
                 "step": step,
                 "batch_size": args.batch_size,
                 "image_size": image_size,
+                "onednn": f"{MARKER} {ONEDNN}" in finished.stdout,
                 "generic_matmul_calls": generic_matmul_calls(rows),
                 "kernels": rows,
             },

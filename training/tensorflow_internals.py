@@ -51,6 +51,18 @@ def freeze(concrete_function):
     return convert_variables_to_constants_v2(concrete_function)
 
 
+def onednn_enabled():
+    """Whether this TensorFlow runs oneDNN's kernels (`_MklMatMul`, ...) on this CPU.
+
+    TensorFlow's x86 build turns them on by default only on a CPU with AVX-512 VNNI or
+    bfloat16, AVX-VNNI or AMX (an AVX2-only CPU, e.g. AMD Zen 3, runs Eigen's), and
+    `TF_ENABLE_ONEDNN_OPTS` overrides the default; no public call says which it chose.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return _pywrap_util_port.IsMklEnabled()
+
+
 def configure_coordination(cluster, jobs, register_s):
     """TF's own coordination-service setup for MultiWorkerMirroredStrategy, plus a deadline.
 
