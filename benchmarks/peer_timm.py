@@ -35,11 +35,10 @@ from benchmarks import common
 TIMM_MODELS = {"S/16": "mixer_s16_224", "B/16": "mixer_b16_224"}
 # (what, precision, batch size) of each group; the threads come from the command line.
 # "autocast_bfloat16" is the peer's mixed_bfloat16, "dynamic_int8" its LiteRT dynamic_int8.
+PRECISIONS = ("float32", "autocast_bfloat16")
 FIGURES = {
     "throughput": [
-        (what, precision, 32)
-        for what in ("training", "inference")
-        for precision in ("float32", "autocast_bfloat16")
+        (what, precision, 32) for what in ("training", "inference") for precision in PRECISIONS
     ],
     "latency": [("inference", precision, 1) for precision in ("float32", "dynamic_int8")],
 }
@@ -158,6 +157,10 @@ def main(argv=None):
     )
     arguments.add_argument("--figures", nargs="+", choices=list(FIGURES), default=list(FIGURES))
     arguments.add_argument(
+        "--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+        help="of the throughput figures (bfloat16 autocast crawls on a CPU without AVX-512)",
+    )
+    arguments.add_argument(
         "--threads", type=int, default=2, help="torch threads of the throughput figures"
     )
     arguments.add_argument(
@@ -174,6 +177,8 @@ def main(argv=None):
         for group in args.figures:
             counts = [args.threads] if group == "throughput" else args.latency_threads
             for (what, precision, batch_size), threads in itertools.product(FIGURES[group], counts):
+                if group == "throughput" and precision not in args.precisions:
+                    continue
                 seconds = measure_figure(
                     model, what, precision, batch_size, threads,
                     image_size=image_size, num_classes=num_classes, args=args,
