@@ -245,7 +245,7 @@ def test_only_keras_loops_and_training_trace_compiled_functions(tiny_config, tmp
         return tf.function(function).get_concrete_function(spec).graph.as_graph_def()
 
     assert not compiled_functions(traced(model))
-    model.export(str(tmp_path / "exported"), verbose=False)
+    model.export(os.fspath(tmp_path / "exported"), verbose=False)
     pb = (tmp_path / "exported" / "saved_model.pb").read_bytes()
     saved = saved_model_pb2.SavedModel.FromString(pb)
     assert saved.meta_graphs[0].graph_def.library.function
@@ -255,6 +255,7 @@ def test_only_keras_loops_and_training_trace_compiled_functions(tiny_config, tmp
         for layer in model.layers
         if isinstance(layer, (keras.layers.Dense, keras.layers.LayerNormalization))
     }
+    # Fewer kinds than Dense and LayerNorm layers, so one function per layer would fail below.
     assert len(kinds) < len([layer for layer in model.layers if layer.weights]) - 1
     assert len(compiled_functions(traced(model.predict_step))) == len(kinds)
 
@@ -266,6 +267,8 @@ def test_only_keras_loops_and_training_trace_compiled_functions(tiny_config, tmp
     # A forward and a gradient of each; the patch stem, a matmul in training, shares the
     # channel MLP's last Dense's (both give (patches, hidden_dim) rows, no activation).
     assert len(compiled_functions(traced(training_step))) == 2 * len(kinds)
+
+
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_training_gradients_match_keras_own_layers(tiny_config, precision):
     # keras_mixer.layers gives Dense, LayerNorm and the patch stem gradients of their own
