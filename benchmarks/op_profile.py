@@ -8,10 +8,10 @@
 The model's forward function, spelled as Keras's predict loop traces it, is frozen (weights as
 constants) and run in a TF1 Session with `RunOptions.FULL_TRACE`, which records every executed
 kernel after Grappler and oneDNN rewrites (so `_MklMatMul` is a oneDNN matmul). For
-`--step train` the function frozen is the cross-entropy loss's gradients with respect to the weights:
-the forward and backward work of `fit`, without the optimizer update. A function XLA compiled
-(`keras_mixer.layers.xla_fused`) counts as one op, "XLA <its Python name>". Op time is summed
-per op type over `repeats` traced runs; with two cores the sum can exceed the wall time.
+`--step train` the function frozen is the cross-entropy loss's gradients with respect to the
+weights: the forward and backward work of `fit`, without the optimizer update. A function XLA
+compiled (`keras_mixer.layers.xla_fused`) counts as one op, "XLA <its Python name>". Op time is
+summed per op type over `repeats` traced runs; with two cores the sum can exceed the wall time.
 """
 
 import collections
