@@ -2,6 +2,7 @@
 checkpoints, image folders, bounded subprocesses."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -177,18 +178,22 @@ def assert_same_history(run_dir, expected_dir, atol=1e-6):
             np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=atol, err_msg=key)
 
 
-def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how, cluster=None):
+def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how, cluster=None,
+                                   notice_s=0.0):
     """Interrupts tests/programs/resume.py mid-epoch with the signal `how`, reruns it, and
     checks it against an uninterrupted run: the same weights and per-epoch history.
 
     SIGKILL comes a few steps after a checkpoint: the rerun redoes at most
     `checkpoint_every_steps` steps. SIGTERM comes at any step: the run saves at the next
-    step boundary, says so in one line and exits with 143, and the rerun redoes no step.
-    `cluster()` returns one environment per process of a run (the last one is signalled),
-    fresh for each run; by default a run is one process with KERAS_BACKEND's default.
+    step boundary once it has noticed the signal (within `notice_s`), says so in one line and
+    exits with 143, and the rerun redoes no step. `cluster()` returns one environment per
+    process of a run (the last one is signalled), fresh for each run; by default a run is one
+    process with KERAS_BACKEND's default.
     """
     epochs, every, steps = 3, 4, DIGITS_STEPS_PER_EPOCH
     cluster = cluster or (lambda: [None])
+    # The interrupted run's calls are slow enough that a late notice spans only a few of them.
+    call_delay = max(0.15, notice_s / 2)
     started = []
 
     def start_run(name, delay):
@@ -204,8 +209,9 @@ def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how,
     try:
         # The uninterrupted run trains meanwhile: the interrupted one mostly sleeps.
         expected_dir, uninterrupted = start_run("uninterrupted", 0.0)
-        run_dir, processes = start_run("interrupted", 0.15)
-        reached = _signal_mid_epoch(processes, tmp_path, steps_per_execution, how)
+        run_dir, processes = start_run("interrupted", call_delay)
+        reached, noticed = _signal_mid_epoch(processes, tmp_path, steps_per_execution, how,
+                                             notice_s, call_delay)
         results = [finish(process) for process in processes]
         saved = json.loads((run_dir / "backup" / "step.json").read_text())
         assert not (run_dir / "model.keras").exists()
@@ -216,8 +222,9 @@ def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how,
                 assert f"stopped at step {saved['step']} " in lines[0], output[-3000:]
                 assert "Traceback" not in output, output[-3000:]
             # Every step done when the signal came is in the checkpoint, and at most the call
-            # under way ran on (or the next one, where the processes agree one call later).
-            assert reached <= saved["step"] <= reached + 2 * steps_per_execution, reached
+            # under way once it was noticed ran on (or the next one, where the processes agree
+            # one call later).
+            assert reached <= saved["step"] <= noticed + 2 * steps_per_execution, (reached, noticed)
         else:
             assert reached - saved["step"] <= every + steps_per_execution
         assert 0 < saved["step_in_epoch"]
@@ -243,24 +250,32 @@ def interrupt_mid_epoch_and_resume(data_dir, tmp_path, steps_per_execution, how,
     assert_same_history(run_dir, expected_dir)
 
 
-def _signal_mid_epoch(processes, tmp_path, steps_per_execution, how):
+def _signal_mid_epoch(processes, tmp_path, steps_per_execution, how, notice_s, call_delay):
     """Sends `how` to the last of `processes` in the middle of the second epoch (SIGKILL: a
-    few steps after a mid-epoch checkpoint); returns the step it had reached."""
+    few steps after a mid-epoch checkpoint); returns the step it had reached, and the step it
+    had reached once the run had had `notice_s` (and half a second's slack) to notice it."""
     steps = DIGITS_STEPS_PER_EPOCH
+    # SIGTERM leaves room in the epoch for the calls run before it is noticed, and two more.
+    late_calls = math.ceil((notice_s + 0.5) / call_delay) if notice_s else 0
+    last = 2 * steps - (late_calls + 2) * steps_per_execution
     progress = tmp_path / f"interrupted-{len(processes) - 1}.progress"
     step_file = tmp_path / "interrupted" / "backup" / "step.json"
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
     while time.monotonic() < deadline:
         reached = int(progress.read_text() or 0) if progress.exists() else 0
         if how == signal.SIGTERM:
-            ready = steps < reached < 2 * steps - 2 * steps_per_execution
+            ready = steps < reached < last
         else:
             saved = json.loads(step_file.read_text()) if step_file.exists() else {}
             mid_epoch = saved.get("epoch") == 1 and 0 < saved["step_in_epoch"]
             ready = mid_epoch and reached > saved["step"]
         if ready:
             os.kill(processes[-1].pid, how)
-            return int(progress.read_text())
+            reached = int(progress.read_text())
+            if not notice_s:
+                return reached, reached
+            time.sleep(notice_s + 0.5)
+            return reached, int(progress.read_text())
         for process in processes:
             if process.poll() is not None:
                 pytest.fail(f"the run ended before the signal:\n{finish(process)[1][-3000:]}")

@@ -16,7 +16,8 @@ never reach and they would wait in the next all-reduce forever. How they agree i
 placement's `stop_together` (training/placement.py): one process reads its own flag; a
 TF_CONFIG cluster sums the workers' flags with one all-reduce per call
 (training/strategy.py); several JAX hosts ask JAX's preemption sync manager, which catches
-SIGTERM itself (training/distribution.py).
+SIGTERM itself and looks for it once a second, so they may run on for a second's calls
+(training/distribution.py).
 
 Not tf.distribute's PreemptionCheckpointHandler: it saves a tf.train.Checkpoint (the run's
 checkpoint is Keras's own, the same under JAX), wraps a custom loop's step function rather
