@@ -63,10 +63,10 @@ class StepBackup(keras.callbacks.Callback):
         self._metric_states = None  # for the first epoch of a run resumed mid-epoch
 
     def restore(self, model):
-        """Loads the checkpoint into `model` (compiled); returns its step, 0 without one."""
+        """Loads the checkpoint into `model` (compiled, its optimizer built); returns its
+        step, 0 without one."""
         if not storage.exists(self.path):
             return 0
-        model.optimizer.build(model.trainable_variables)
         with storage.local_copy(self.path) as local:
             model.load_weights(local)
             with h5py.File(local, "r") as h5:

@@ -223,6 +223,10 @@ def fit(model, placement, config, info, source, run_dir, verbose, extra_callback
     chief = placement.chief
     backup = StepBackup(backup_dir, config["checkpoint_every_steps"], steps_per_epoch, chief)
     with placement.scope():  # the optimizer's variables are made here, as replicas need them
+        # Before fit, not in the train function's first trace, where Keras on TensorFlow builds
+        # it otherwise (a model made outside a tf.distribute scope): a tf.function whose first
+        # trace creates variables is traced a second time, and the step is traced twice.
+        model.optimizer.build(model.trainable_variables)
         step = backup.restore(model)
     first_epoch, start = divmod(step, steps_per_epoch)
     if step >= info["total_steps"]:
