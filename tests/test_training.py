@@ -52,6 +52,18 @@ def test_warmup_linear_decay_schedule():
     assert type(schedule).from_config(schedule.get_config()).get_config() == schedule.get_config()
 
 
+@pytest.mark.parametrize("warmup_steps", [0, 10])
+def test_warmup_cosine_decay_schedule(warmup_steps):
+    schedule = optimization.WarmupCosineDecay(peak=2.0, warmup_steps=warmup_steps, total_steps=110)
+    steps = np.arange(0, 130)
+    decayed = 1 + np.cos(np.pi * np.clip(steps - warmup_steps, 0, 110 - warmup_steps)
+                         / (110 - warmup_steps))
+    expected = np.where(steps < warmup_steps, 2.0 * steps / max(warmup_steps, 1), decayed)
+    values = [float(schedule(step)) for step in steps]
+    np.testing.assert_allclose(values, expected, rtol=0, atol=1e-6)
+    assert type(schedule).from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
 def test_what_the_data_decides_is_checked_before_training(data_dir):
     source = data.open_source(digits_config(data_dir))
     default = strategy.placement(tf.distribute.get_strategy())

@@ -1,5 +1,7 @@
 """Optimizer, learning-rate schedule, loss and metrics of a run, from its checked config."""
 
+import math
+
 import keras
 
 from training.config import uses_dense_labels
@@ -29,18 +31,34 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="keras_mixer")
+class WarmupCosineDecay(WarmupLinearDecay):
+    """Linear warmup from 0 to `peak`, then cosine decay to 0 at `total_steps`: the values of
+    keras.optimizers.schedules.CosineDecay(0.0, total_steps - warmup_steps, warmup_target=peak,
+    warmup_steps=warmup_steps), op for op.
+
+    Not CosineDecay itself: with a warmup it is a tf.cond, and Keras's TensorFlow optimizer asks
+    for the learning rate once per variable in its weight decay, so a train step's trace builds
+    a cond (two branch graphs) per variable and replica: most of the tracing time of an AdamW
+    run under MirroredStrategy (keras 3.15). Both branches here are a few scalar ops.
+    """
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        decay_steps = max(self.total_steps - self.warmup_steps, 1)
+        elapsed = keras.ops.minimum(keras.ops.maximum(step - self.warmup_steps, 0.0), decay_steps)
+        decayed = self.peak * (0.5 * (1.0 + keras.ops.cos(math.pi * (elapsed / decay_steps))))
+        if not self.warmup_steps:
+            return decayed
+        return keras.ops.where(step < self.warmup_steps, self.peak * (step / self.warmup_steps),
+                               decayed)
+
+
 def make_optimizer(config, total_steps):
     """The optimizer and learning-rate schedule of a checked config (training/config.py)."""
     total, warmup, peak = total_steps, config["warmup_steps"], config["learning_rate"]
-    if config["decay"] == "cosine":
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else peak,
-            decay_steps=max(total - warmup, 1),
-            warmup_target=peak if warmup else None,
-            warmup_steps=warmup,
-        )
-    else:
-        schedule = WarmupLinearDecay(peak, warmup, total)
+    decay = WarmupCosineDecay if config["decay"] == "cosine" else WarmupLinearDecay
+    schedule = decay(peak, warmup, total)
     clip = config["clip_global_norm"] or None
     if config["optimizer"] == "adam":
         # Decoupled weight decay (AdamW), as optax's adamw in the official code.
