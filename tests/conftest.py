@@ -1,8 +1,20 @@
 """Shared fixtures: the tiny Mixer config (tests/helpers.py), the digits, seeded TensorFlow."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX's persistent compilation cache, one for the session, shared by its JAX processes (the
+# controller sets it; pytest-xdist's workers and every test program inherit it): a run, its
+# rerun and the hosts of one run compile the same steps, and XLA compilation was about a third
+# of a JAX test program's time. A hit is the same executable: entries are keyed by the
+# program, the compile options and the versions.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="keras-mixer-jax-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the tiny model's steps too
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
