@@ -28,10 +28,24 @@ from helpers import TINY  # noqa: E402
 SLOW_FIXTURES = {"exported", "baseline", "killed_then_rerun", "jax_run", "uninterrupted"}
 
 
+# The fixtures built once per module (scope="module"). The README runs pytest-xdist with
+# --dist loadgroup: the users of each form one group, which one worker runs, so that each is
+# built once; every other test is scheduled on its own, so that the two workers end together
+# (a file each, the longest files came last and one worker waited minutes for the other).
+MODULE_FIXTURES = {
+    "run_dir", "exported", "digits_test", "baseline", "keras_test_logits", "killed_then_rerun",
+    "jax_run", "uninterrupted", "workdir",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if MODULE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture

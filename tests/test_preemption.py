@@ -9,8 +9,9 @@ import signal
 import pytest
 from helpers import interrupt_mid_epoch_and_resume, jax_hosts, tf_cluster
 
-# Real training processes, killed and rerun: each takes tens of seconds.
-pytestmark = pytest.mark.slow
+# Real training processes, killed and rerun: each takes tens of seconds. One worker runs them
+# one after another (tests/conftest.py): each runs up to six processes against a clock.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("preemption")]
 
 JAX = {"KERAS_BACKEND": "jax"}
 # JAX's runtime looks for SIGTERM once a second (kListenInterval in XLA's
