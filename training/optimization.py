@@ -38,9 +38,9 @@ class WarmupCosineDecay(WarmupLinearDecay):
     warmup_steps=warmup_steps), op for op.
 
     Not CosineDecay itself: with a warmup it is a tf.cond, and Keras's TensorFlow optimizer asks
-    for the learning rate once per variable in its weight decay, so a train step's trace builds
-    a cond (two branch graphs) per variable and replica: most of the tracing time of an AdamW
-    run under MirroredStrategy (keras 3.15). Both branches here are a few scalar ops.
+    for the learning rate once per variable in its weight decay (keras 3.15), so an AdamW train
+    step's trace built a cond, two branch graphs traced in Python, per variable and replica.
+    Here both branches are a few scalar ops, computed side by side.
     """
 
     def __call__(self, step):
