@@ -255,8 +255,9 @@ def _signal_mid_epoch(processes, tmp_path, steps_per_execution, how, notice_s, c
     few steps after a mid-epoch checkpoint); returns the step it had reached, and the step it
     had reached once the run had had `notice_s` (and half a second's slack) to notice it."""
     steps = DIGITS_STEPS_PER_EPOCH
+    wait_s = notice_s + 0.5 if notice_s else 0.0  # the time given to notice, with its slack
     # SIGTERM leaves room in the epoch for the calls run before it is noticed, and two more.
-    late_calls = math.ceil((notice_s + 0.5) / call_delay) if notice_s else 0
+    late_calls = math.ceil(wait_s / call_delay)
     last = 2 * steps - (late_calls + 2) * steps_per_execution
     progress = tmp_path / f"interrupted-{len(processes) - 1}.progress"
     step_file = tmp_path / "interrupted" / "backup" / "step.json"
@@ -272,9 +273,9 @@ def _signal_mid_epoch(processes, tmp_path, steps_per_execution, how, notice_s, c
         if ready:
             os.kill(processes[-1].pid, how)
             reached = int(progress.read_text())
-            if not notice_s:
+            if not wait_s:
                 return reached, reached
-            time.sleep(notice_s + 0.5)
+            time.sleep(wait_s)
             return reached, int(progress.read_text())
         for process in processes:
             if process.poll() is not None:
