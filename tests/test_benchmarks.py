@@ -29,6 +29,7 @@ from benchmarks import (
     report,
     tables,
     tflite_latency,
+    tflite_op_profile,
     train_throughput,
 )
 
@@ -231,6 +232,31 @@ def test_tflite_latency_quick(capsys, tmp_path):
     before = by_format["int8_keras_graph"]
     assert before["float_ops"] > 0
     assert before["delegated_partitions"] > by_format["int8"]["delegated_partitions"]
+
+
+@pytest.mark.slow
+def test_tflite_op_profile_quick_times_every_matrix_product(capsys, tmp_path):
+    records = run(tflite_op_profile, capsys, tmp_path, "--formats", "fp32", "int8",
+                  "--threads", "1")
+    assert sorted(r["format"] for r in records) == ["fp32", "int8"]
+    blocks = common.TINY["num_blocks"]
+    for record in records:
+        rows = record["operators"]
+        matmuls = [row for row in rows if tflite_op_profile.is_matmul(row["name"])]
+        # The stem, four Dense layers per block and the head: one matrix product each per run.
+        assert sum(row["calls_per_run"] for row in matmuls) == 2 + 4 * blocks
+        parts = record["parts"]
+        assert 2 * sum(parts[part]["multiply_adds"] for part in (
+            "stem", "token_mixing", "channel_mixing", "head")) == tiny_forward_flops(TINY_IMAGE)
+        assert record["operators_ms"] == pytest.approx(sum(row["ms"] for row in rows))
+        # The tiny model's operators can all round down to 0 us (LiteRT's whole microseconds).
+        assert record["operators_ms"] == 0 or sum(r["share"] for r in rows) == pytest.approx(1)
+        assert record["wall_ms"]["min"] <= record["wall_ms"]["median"] <= record["wall_ms"]["max"]
+    int8 = next(r for r in records if r["format"] == "int8")
+    # export's int8 leaves each LayerNorm's RSQRT (two per block and the last) to the
+    # interpreter (export/graph.py): the profile names it as TFLite does, not delegated.
+    rsqrt = [row for row in int8["operators"] if row["name"] == "RSQRT"]
+    assert [(row["delegated"], row["calls_per_run"]) for row in rsqrt] == [(False, 2 * blocks + 1)]
 
 
 @pytest.mark.slow
