@@ -10,11 +10,12 @@ split (`max_logit_diff`, as a fraction of that model's largest logit magnitude, 
 Mixer; every report shows them.
 
 - prepare(model, data, settings) -> Prepared: the graph the converter sees. Float formats
-  convert the model as Keras lowers it (XNNPACK runs it in one partition already); the
-  integer formats convert the same function with LayerNorm and GELU spelled in ops XNNPACK
-  runs in int8 (export/graph.py; docs/benchmarks.md has the partition counts and latency
-  against the Keras graph); the fine-tuned formats run a tfmot step first
-  (export/optimize.py).
+  convert the model with its stem as one matrix product over the patches, which XNNPACK
+  runs faster than the convolution (export/graph.py); the integer formats convert that
+  function with LayerNorm and GELU also spelled in ops XNNPACK runs in int8 (export/graph.py;
+  docs/benchmarks.md has the partition counts and latency against the Keras graph); the
+  fine-tuned formats run a tfmot step first (export/optimize.py), QAT's on the stem as a
+  convolution, which tfmot's Conv2D quantization handles.
 - quantize: None (float32), "float16" (float16 weights, float32 compute), "dynamic_range"
   (int8 weights, activations quantized on the fly; the converter leaves weight tensors of
   fewer than 1024 values in float, so a tiny Mixer stays as large as fp32), "full_integer"
@@ -28,8 +29,9 @@ Mixer; every report shows them.
   converter's dynamic range it quantizes small kernels too. "dynamic_wi4b32_afp32": int4
   weights with a scale per block of 32 values, activations quantized to int8 on the fly
   by the kernel; a Dense whose input does not split into blocks (token mixing over 196
-  patches for S/16, over 4 in the tests) takes int4 with a scale per output channel, and
-  the stem's CONV_2D, which has no blockwise kernel, stays float. "static_wi8_ai16": int8
+  patches for S/16, over 4 in the tests) takes int4 with a scale per output channel, as
+  does the stem's matrix product where its patches do not split into blocks (S/16's 768
+  values do). "static_wi8_ai16": int8
   weights, int16 activations calibrated on the representative images, from the
   integer-friendly graph: the recipe has no int16 NEG or SQUARED_DIFFERENCE, so the Keras
   graph would keep one float island of each per LayerNorm, with a QUANTIZE and DEQUANTIZE
@@ -75,13 +77,24 @@ def keras_graph(model, data=None, settings=None):
     return Prepared(model)
 
 
-def integer_friendly_graph(model, data=None, settings=None):
-    """The same function with LayerNorm and GELU in ops XNNPACK runs in int8."""
+def float_graph(model, data=None, settings=None):
+    """The same function with the stem as one matrix product (export.graph.patches_as_matmul)."""
     import keras
 
     from export import graph
 
-    return Prepared(graph.rebuild(model, graph.integer_friendly(keras.layers)))
+    return Prepared(graph.rebuild(model, graph.patches_as_matmul(keras.layers)))
+
+
+def integer_friendly_graph(model, data=None, settings=None):
+    """The same function with LayerNorm and GELU in ops XNNPACK runs in int8, and the stem as
+    one matrix product."""
+    import keras
+
+    from export import graph
+
+    layers = graph.patches_as_matmul(graph.integer_friendly(keras.layers))
+    return Prepared(graph.rebuild(model, layers))
 
 
 def _logits(model, images):
@@ -129,17 +142,17 @@ def clustered(model, data, settings):
 FORMATS = {
     "fp32": dict(
         description="float32 weights and activations",
-        prepare=keras_graph, fine_tunes=False, quantize=None, recipe=None,
+        prepare=float_graph, fine_tunes=False, quantize=None, recipe=None,
         max_logit_diff=1e-4, min_agreement=1.0,
     ),
     "fp16": dict(
         description="float16 weights, float32 compute (half the size of fp32)",
-        prepare=keras_graph, fine_tunes=False, quantize="float16", recipe=None,
+        prepare=float_graph, fine_tunes=False, quantize="float16", recipe=None,
         max_logit_diff=1e-2, min_agreement=0.99,
     ),
     "dynamic_int8": dict(
         description="int8 weights, float activations quantized on the fly",
-        prepare=keras_graph, fine_tunes=False, quantize="dynamic_range", recipe=None,
+        prepare=float_graph, fine_tunes=False, quantize="dynamic_range", recipe=None,
         max_logit_diff=0.1, min_agreement=0.97,
     ),
     "int8": dict(
@@ -150,13 +163,13 @@ FORMATS = {
     # LiteRT Quantizer recipes on the float32 `.tflite` (export/quantizer.py).
     "weight_only_int8": dict(
         description="int8 weights, float32 compute (LiteRT Quantizer weight_only_wi8_afp32)",
-        prepare=keras_graph, fine_tunes=False, quantize=None, recipe="weight_only_wi8_afp32",
+        prepare=float_graph, fine_tunes=False, quantize=None, recipe="weight_only_wi8_afp32",
         max_logit_diff=0.05, min_agreement=0.99,
     ),
     "dynamic_int4_blockwise": dict(
         description="int4 weights in blocks of 32, activations quantized to int8 on the fly "
                     "(LiteRT Quantizer dynamic_wi4b32_afp32)",
-        prepare=keras_graph, fine_tunes=False, quantize=None, recipe="dynamic_wi4b32_afp32",
+        prepare=float_graph, fine_tunes=False, quantize=None, recipe="dynamic_wi4b32_afp32",
         max_logit_diff=0.6, min_agreement=0.95,
     ),
     "int16x8": dict(

@@ -20,6 +20,12 @@ Why the integer-friendly spelling (measured with ai-edge-litert 2.3 on x86, tiny
   x * sigmoid(2 z) with z = sqrt(2/pi) (x + 0.044715 x^3), since 0.5 (1 + tanh z) = sigmoid(2 z);
   MUL, ADD and LOGISTIC all run in int8 in XNNPACK.
 Both spellings give the Keras model's float logits to float32 round-off (tested).
+
+The graphs export converts (all but QAT's) also have the stem as one matrix product over the
+patches (`patches_as_matmul`): the converter keeps a Conv2D as CONV_2D, which XNNPACK runs as
+an indirect GEMM, several times slower in int8 than the same multiply-adds as a GEMM
+(docs/benchmarks.md, "LiteRT, operator by operator"). The patches are cut with 4-D reshapes
+and one transpose, so the graph stays within the 4-D tensors LiteRT's GPU delegate takes.
 """
 
 import math
@@ -94,6 +100,46 @@ def integer_friendly(layers):
         activations_as_layers(layers, substitutes={gelu_tanh: gelu_sigmoid}),
         LayerNormalization=IntegerFriendlyLayerNormalization,
     )
+
+
+def patches_as_matmul(layers):
+    """Returns `layers` whose Conv2D, the Mixer's stem (kernel = stride, "valid" padding,
+    channels last), cuts the image into patches and multiplies them by the kernel as one
+    matrix: the same weights in the same order, the same output.
+
+    The converter folds the Rescaling before a CONV_2D into its weights, but before a matrix
+    product it keeps a MUL and an ADD, whose offset LiteRT's int16 ADD cannot take (int16x8:
+    "input1_shift <= 0 was not true"). So the stem folds it itself: this namespace's Rescaling
+    passes the pixels on and hands its scale and offset to the stem built after it.
+
+    Example:
+    >>> float_model = rebuild(model, patches_as_matmul(keras.layers))
+    """
+    affine = {}  # the Rescaling's scale and offset, read by the stem after it
+
+    class RescalingIntoStem(layers.Rescaling):
+        def call(self, inputs):
+            affine.update(scale=self.scale, offset=self.offset)
+            return tf.cast(inputs, self.compute_dtype)
+
+    class PatchesMatmulConv2D(layers.Conv2D):
+        def call(self, inputs):
+            size = self.kernel_size[0]
+            height, width, channels = inputs.shape[1:]
+            rows, columns = height // size, width // size  # the image tiles (patch_grid)
+            # (batch * rows, patch row, columns, patch row's pixels) -> patch rows inside.
+            x = tf.reshape(inputs, (-1, size, columns, size * channels))
+            x = tf.transpose(x, (0, 2, 1, 3))
+            # Each patch flattened as (row, column, channel): the kernel's own order.
+            x = tf.reshape(x, (-1, rows, columns, size * size * channels))
+            kernel = tf.reshape(self.kernel, (size * size * channels, self.filters))
+            bias = self.bias
+            if affine:  # (s x + o) W + b = x (s W) + (o 1'W + b)
+                bias = bias + affine["offset"] * tf.reduce_sum(kernel, axis=0)
+                kernel = kernel * affine["scale"]
+            return tf.matmul(x, kernel) + bias
+
+    return with_layers(layers, Conv2D=PatchesMatmulConv2D, Rescaling=RescalingIntoStem)
 
 
 def mixer_config(model):

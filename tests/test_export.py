@@ -192,9 +192,10 @@ def test_integer_models_are_integer_end_to_end(exported):
         assert formats[name]["float_ops"] == [], name
         assert formats[name]["io"]["input"]["dtype"] == "int8"
         assert formats[name]["io"]["output"]["dtype"] == "int8"
+        # QAT's graph keeps the stem as a CONV_2D (export.formats).
         assert set(formats[name]["op_counts"]) == {
-            "ADD", "CONV_2D", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT",
-            "SUB", "TRANSPOSE"}
+            "ADD", "FULLY_CONNECTED", "LOGISTIC", "MEAN", "MUL", "RESHAPE", "RSQRT", "SUB",
+            "TRANSPOSE", *(["CONV_2D"] if name == "qat_int8" else [])}
 
 
 def _weight_types(tflite):
@@ -223,14 +224,16 @@ def test_recipe_formats_quantize_the_float32_graph(exported):
     assert weight_only["op_counts"] == {**fp32_ops, "DEQUANTIZE": num_kernels}
     types = _weight_types((out_dir / "weight_only_int8.tflite").read_bytes())
     assert sorted(types.values()) == [("INT8", False)] * num_kernels
-    # int4 in blocks of 32 where a Dense's input splits into them (only the channel MLP's
-    # second Dense, channels_mlp_dim=32), one scale per output elsewhere; the stem stays float.
+    # int4 in blocks of 32 where a matrix product's input splits into them (only the channel
+    # MLP's second Dense, channels_mlp_dim=32), one scale per output elsewhere: the stem's
+    # patches of 4 x 4 x 1 pixels too.
     assert formats["dynamic_int4_blockwise"]["op_counts"] == fp32_ops
     types = _weight_types((out_dir / "dynamic_int4_blockwise.tflite").read_bytes())
     num_patches = (8 // TINY["patch_size"]) ** 2
-    dense_inputs = [num_patches, TINY["tokens_mlp_dim"], TINY["hidden_dim"],
-                    TINY["channels_mlp_dim"]] * TINY["num_blocks"] + [TINY["hidden_dim"]]
-    assert sorted(types.values()) == sorted(("INT4", size % 32 == 0) for size in dense_inputs)
+    matmul_inputs = [TINY["patch_size"] ** 2] + [
+        num_patches, TINY["tokens_mlp_dim"], TINY["hidden_dim"], TINY["channels_mlp_dim"]
+    ] * TINY["num_blocks"] + [TINY["hidden_dim"]]
+    assert sorted(types.values()) == sorted(("INT4", size % 32 == 0) for size in matmul_inputs)
     for name in ("weight_only_int8", "dynamic_int4_blockwise"):
         assert formats[name]["delegated_partitions"] == 1, name
         assert formats[name]["size_bytes"] < formats["fp32"]["size_bytes"], name
@@ -293,6 +296,42 @@ def test_integer_friendly_graph_computes_the_same_function(run_dir, digits_test)
                                atol=1e-5)
     x = tf.linspace(-8.0, 8.0, 1001)
     np.testing.assert_allclose(graph.gelu_sigmoid(x).numpy(), gelu_tanh(x).numpy(), atol=1e-6)
+
+
+def test_stem_as_one_matrix_product_is_the_convolution():
+    # A stem over a grid of 2 x 3 patches of 3 channels, against the patches cut in NumPy.
+    keras.utils.set_random_seed(3)
+    model = MlpMixer(**TINY, num_classes=5, image_size=(8, 12), num_channels=3)
+    images = np.random.default_rng(3).uniform(-1, 1, (4, 8, 12, 3)).astype("float32")
+    rebuilt = graph.rebuild(model, graph.patches_as_matmul(keras.layers))
+    stem = keras.Model(rebuilt.inputs, rebuilt.get_layer("stem").output)
+    kernel, bias = model.get_layer("stem").get_weights()
+    pixels = keras.Model(model.inputs, model.get_layer("stem").input).predict(images, verbose=0)
+    size = TINY["patch_size"]
+    patches = pixels.reshape(4, 2, size, 3, size, 3).transpose(0, 1, 3, 2, 4, 5)
+    expected = patches.reshape(4, 2, 3, -1) @ kernel.reshape(-1, kernel.shape[-1]) + bias
+    np.testing.assert_allclose(stem.predict(images, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(rebuilt.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-5)
+
+
+def test_every_tflite_but_qat_has_the_stem_as_a_matrix_product(exported):
+    # The stem, four Dense layers per block and the head: FULLY_CONNECTED each. QAT's graph,
+    # fine-tuned by tfmot's Conv2D quantization, keeps the stem as a CONV_2D.
+    matmuls = 2 + 4 * TINY["num_blocks"]
+    for name in TFLITE_FORMATS:
+        counts = exported[1]["formats"][name]["op_counts"]
+        expected = ({"CONV_2D": 1, "FULLY_CONNECTED": matmuls - 1} if name == "qat_int8"
+                    else {"CONV_2D": 0, "FULLY_CONNECTED": matmuls})
+        assert {op: counts.get(op, 0) for op in expected} == expected, name
+
+
+def test_every_tflite_passes_the_gpu_delegate_analyzer(exported, capsys):
+    # LiteRT's own check of every op against what its GPU delegate (phones' GPUs) can run.
+    for name in TFLITE_FORMATS:
+        tf.lite.experimental.Analyzer.analyze(model_path=str(exported[0] / f"{name}.tflite"),
+                                              gpu_compatibility=True)
+        assert "looks compatible with GPU delegate" in capsys.readouterr().out, name
 
 
 def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
