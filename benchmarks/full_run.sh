@@ -28,6 +28,8 @@ for round in 1 2; do
       --round "$round"
   peer --figures latency --repeats 10 --warmup 2 --round "$round"
 done
+# Where the LiteRT files' time goes, operator by operator (the files converted above).
+step python -m benchmarks.tflite_op_profile --variants S/16 B/16
 step python -m benchmarks.patch_scaling --variant S/16 --repeats 3
 # Input pipeline: alone, and feeding fit, including RandAugment's before/after.
 step python -m benchmarks.input_pipeline
