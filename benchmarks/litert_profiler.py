@@ -20,8 +20,8 @@ import functools
 import importlib.metadata
 import importlib.util
 import os
-import time
 
+from benchmarks import common
 from keras_mixer.upstream import check_version
 
 # ai-edge-litert versions whose C headers the declarations below were checked against.
@@ -167,10 +167,10 @@ def profile(path, inputs, *, threads, runs, warmup):
     as the input tensors hold them) `warmup` times, then `runs` times timed by the wall clock
     with the profiler stopped, then `runs` times profiled.
 
-    Returns `(operators, wall_s)`: one dict per operator event of the profiled runs, with
+    Returns `(operators, wall)`: one dict per operator event of the profiled runs, with
     `name` (XNNPACK's operator name, or the TFLite op's), `delegated` (timed by XNNPACK),
     `index` (XNNPACK's operator index, or the TFLite node's) and `us` (whole microseconds,
-    rounded down by the profiler), and the wall-clock seconds of each unprofiled run.
+    rounded down by the profiler), and the unprofiled runs' `common.measure` summary.
     """
     environment, model, compiled, profiler = _pointer(), _pointer(), _pointer(), _pointer()
     signature, counts = _pointer(), (ctypes.c_size_t(), ctypes.c_size_t())
@@ -202,18 +202,12 @@ def profile(path, inputs, *, threads, runs, warmup):
         def run():
             _call("LiteRtRunCompiledModel", compiled, 0, len(ins), ins, len(outs), outs)
 
-        for _ in range(warmup):
-            run()
-        wall_s = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            run()
-            wall_s.append(time.perf_counter() - start)
+        wall = common.measure(run, repeats=runs, warmup=warmup)
         _call("LiteRtStartProfiler", profiler)  # starts from an empty buffer
         for _ in range(runs):
             run()
         _call("LiteRtStopProfiler", profiler)
-        return _operator_events(profiler), wall_s
+        return _operator_events(profiler), wall
     finally:
         for buffer in buffers:
             _library()[0].LiteRtDestroyTensorBuffer(buffer)

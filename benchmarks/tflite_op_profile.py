@@ -130,7 +130,7 @@ def main(argv=None):
             path = os.path.join(conversion["directory"], f"{name}.tflite")
             inputs = input_arrays(path, image_size)
             for threads in args.threads:
-                events, wall_s = litert_profiler.profile(
+                events, wall = litert_profiler.profile(
                     path, inputs, threads=threads, runs=args.repeats, warmup=args.warmup)
                 rows = operators(events, args.repeats)
                 common.emit(
@@ -142,8 +142,7 @@ def main(argv=None):
                         "image_size": image_size,
                         "runs": args.repeats,
                         "operators_ms": sum(row["ms"] for row in rows),
-                        "wall_ms": {key[:-2]: 1e3 * value
-                                    for key, value in common.summarize(wall_s).items()
+                        "wall_ms": {key[:-2]: 1e3 * value for key, value in wall.items()
                                     if key.endswith("_s")},
                         "matmul_share": sum(row["share"] for row in rows
                                             if is_matmul(row["name"])),
