@@ -91,25 +91,35 @@ def fit_blocks(recipe, float_tflite):
 
 
 def _calibration_inputs(float_tflite, images):
-    """The quantizer's calibration input for each image: `{signature: [{input name: batch}]}`."""
+    """The quantizer's calibration input: `{signature: [{input name: batch of one}, ...]}`."""
     (signature, names), = evaluate.interpreter(float_tflite).get_signature_list().items()
     (name,) = names["inputs"]
-    return [{signature: [{name: image[None]}]} for image in np.asarray(images, np.float32)]
+    return {signature: [{name: image[None]} for image in np.asarray(images, np.float32)]}
 
 
-def _calibrate(quantizer, float_tflite, images):
+def _widest(found, new):
+    """The union of two ranges: the rule of the converter's int8 calibration."""
+    return {"min": np.minimum(found["min"], new["min"]), "max": np.maximum(found["max"], new["max"])}
+
+
+def _calibrate(recipe, float_tflite, images):
     """Each tensor's min and max over all `images`, the rule of the converter's int8.
 
-    Given several images at once, the quantizer keeps a moving average of their ranges
-    (smoothing 0.95), so every image beyond the typical range is clipped, which costs int16x8
-    agreement with Keras (docs/benchmarks.md, "int16x8's calibration rule"). Its
-    API takes no other rule, so each image is calibrated alone and the ranges are merged.
+    The Quantizer's own `calibrate` keeps a moving average of the images' ranges (smoothing
+    0.95), so every image beyond the typical range is clipped, which costs int16x8 agreement
+    with Keras (docs/benchmarks.md, "int16x8's calibration rule"), and it takes no other rule.
+    Its Calibrator, which it builds for each call, takes the rule (`qsv_update_func`): one
+    pass over the images with `_widest` reads the model once, where calibrating each image
+    alone read it once per image.
     """
-    ranges = [quantizer.calibrate(one, num_threads=os.cpu_count())
-              for one in _calibration_inputs(float_tflite, images)]
-    return {name: {"min": np.minimum.reduce([found[name]["min"] for found in ranges]),
-                   "max": np.maximum.reduce([found[name]["max"] for found in ranges])}
-            for name in ranges[0]}
+    from litert_quantizer import calibrator, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe)
+    calibration = calibrator.Calibrator(float_tflite, num_threads=os.cpu_count(),
+                                        qsv_update_func=_widest)
+    calibration.calibrate(_calibration_inputs(float_tflite, images), manager)
+    return calibration.get_model_qsvs()
 
 
 def quantize(float_tflite, recipe_name, representative_images=None):
@@ -126,7 +136,8 @@ def quantize(float_tflite, recipe_name, representative_images=None):
     """
     from litert_quantizer.quantizer import Quantizer
 
-    quantizer = Quantizer(float_tflite, fit_blocks(get_recipe(recipe_name), float_tflite))
+    recipe = fit_blocks(get_recipe(recipe_name), float_tflite)
+    quantizer = Quantizer(float_tflite, recipe)
     calibration = None
     # The quantizer draws progress bars (tqdm) on stderr and warns that its calibrating
     # interpreter keeps every tensor, which it does on purpose; an export prints nothing of
@@ -137,6 +148,6 @@ def quantize(float_tflite, recipe_name, representative_images=None):
             if representative_images is None or len(representative_images) == 0:
                 raise ValueError(f"The LiteRT Quantizer recipe {recipe_name} quantizes activations "
                                  "statically and needs representative images; got none.")
-            calibration = _calibrate(quantizer, float_tflite, representative_images)
+            calibration = _calibrate(recipe, float_tflite, representative_images)
         result = quantizer.quantize(calibration, enable_progress_report=False)
     return bytes(result.quantized_model)

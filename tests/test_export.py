@@ -264,6 +264,22 @@ def test_static_recipe_without_calibration_images_is_a_clear_error(exported):
         quantizer.quantize(fp32, "static_wi8_ai16", None)
 
 
+def test_recipe_calibration_takes_each_tensor_over_every_image(exported, digits_test):
+    # The converter's rule, min and max over all images (export.quantizer._calibrate), read
+    # on the input tensor against NumPy: a moving average of the images' ranges would pull
+    # in the one image that reaches further than the rest.
+    from export import quantizer
+
+    fp32 = (exported[0] / "fp32.tflite").read_bytes()
+    images = digits_test[0][:20].copy()
+    images[7] = images[7] * 3.0 + 1.0
+    recipe = quantizer.fit_blocks(quantizer.get_recipe("static_wi8_ai16"), fp32)
+    ranges = quantizer._calibrate(recipe, fp32, images)
+    found = ranges[evaluate.interpreter(fp32).get_input_details()[0]["name"]]
+    assert (float(np.min(found["min"])), float(np.max(found["max"]))) == (
+        float(images.min()), float(images.max()))
+
+
 def test_recipe_refuses_a_float32_source_that_is_not_the_keras_model(
         exported, run_dir, digits_test, tmp_path, monkeypatch):
     int8 = (exported[0] / "int8.tflite").read_bytes()
