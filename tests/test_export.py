@@ -264,6 +264,8 @@ def test_static_recipe_without_calibration_images_is_a_clear_error(exported):
         quantizer.quantize(fp32, "static_wi8_ai16", None)
 
 
+# The calibrating interpreter keeps every tensor on purpose (export.quantizer.quantize).
+@pytest.mark.filterwarnings("ignore:.*experimental_preserve_all_tensors")
 def test_recipe_calibration_takes_each_tensor_over_every_image(exported, digits_test):
     # The converter's rule, min and max over all images (export.quantizer._calibrate), read
     # on the input tensor against NumPy: a moving average of the images' ranges would pull
