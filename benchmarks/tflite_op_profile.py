@@ -1,6 +1,7 @@
 """Where a LiteRT file's batch-1 time goes, operator by operator, from LiteRT's own profiler.
 
     python -m benchmarks.tflite_op_profile --variants S/16 --formats fp32 dynamic_int8 int8
+    python -m benchmarks.tflite_op_profile --files exports/digits/int8.tflite  # any file
     python -m benchmarks.tflite_op_profile --quick
 
 The files are tflite_latency's: its cache, filled by export's pipeline where a file is
@@ -17,6 +18,8 @@ operators. One JSON line per file and thread count holds:
   model's n-th: the stem, then four per block, then the head;
 - the wall time of as many runs with the profiler stopped, which the operators' sum should
   approach (the profiler rounds each operator down to a whole microsecond).
+`--files` profiles any `.tflite` with static input shapes (an export's, batch 1) the same way,
+without the parts, which need to know the Mixer.
 """
 
 import collections
@@ -90,13 +93,48 @@ def mixer_parts(events, runs, config, *, image_size, num_classes, precision, thr
     return {"peak_unit": limit[0] if limit else None, **parts}
 
 
-def input_arrays(path, image_size):
-    """The file's input: one random image, as export's evaluation feeds it."""
+def input_arrays(path):
+    """The file's input: one random image of its input's size, as export's evaluation feeds it."""
+    import numpy as np
+
     from export import evaluate
 
     detail = evaluate.interpreter(path).get_input_details()[0]
-    image = common.random_images(1, image_size, seed=2)
+    # common.random_images' pixels, in the file's own input shape (its channels included).
+    image = np.random.default_rng(2).uniform(0, 255, detail["shape"]).astype("float32")
     return [evaluate.quantize_input(image, detail)]
+
+
+def emit_profiles(path, name, args, **mixer):
+    """Profiles the file at `path` on each of `args.threads` and emits a line each; `mixer`
+    (`variant`, `config`, `image_size`, `num_classes`) names the Mixer it holds, for the
+    matrix products by part, or is empty for any other file."""
+    inputs = input_arrays(path)
+    for threads in args.threads:
+        events, wall = litert_profiler.profile(
+            path, inputs, threads=threads, runs=args.repeats, warmup=args.warmup)
+        rows = operators(events, args.repeats)
+        parts = mixer_parts(events, args.repeats, mixer["config"], image_size=mixer[
+            "image_size"], num_classes=mixer["num_classes"], precision=name,
+            threads=threads) if mixer else None
+        common.emit(
+            "tflite_op_profile",
+            {
+                "variant": mixer.get("variant"),
+                "file": None if mixer else os.path.abspath(path),
+                "format": name,
+                "threads": threads,
+                "image_size": mixer.get("image_size"),
+                "runs": args.repeats,
+                "operators_ms": sum(row["ms"] for row in rows),
+                "wall_ms": {key[:-2]: 1e3 * value for key, value in wall.items()
+                            if key.endswith("_s")},
+                "matmul_share": sum(row["share"] for row in rows if is_matmul(row["name"])),
+                "parts": parts,
+                "operators": rows,
+            },
+            args,
+        )
 
 
 def main(argv=None):
@@ -106,9 +144,15 @@ def main(argv=None):
     arguments.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     arguments.add_argument("--image-size", type=int, default=224)
     arguments.add_argument("--cache-dir", default=os.path.join(common.RESULTS_DIR, "tflite"))
+    arguments.add_argument("--files", nargs="+",
+                           help="profile these .tflite files (e.g. an export's) instead")
     arguments.set_defaults(repeats=20, warmup=3)
     args = arguments.parse_args(argv)
 
+    if args.files:
+        for path in args.files:
+            emit_profiles(path, os.path.splitext(os.path.basename(path))[0], args)
+        return
     variants, image_size, num_classes = common.sizes(args)
     calibration_images, fine_tune_steps = 16, 2  # tflite_latency's defaults
     if args.quick:
@@ -127,32 +171,9 @@ def main(argv=None):
 
             config = get_variant(variant)
         for name, conversion in records.items():
-            path = os.path.join(conversion["directory"], f"{name}.tflite")
-            inputs = input_arrays(path, image_size)
-            for threads in args.threads:
-                events, wall = litert_profiler.profile(
-                    path, inputs, threads=threads, runs=args.repeats, warmup=args.warmup)
-                rows = operators(events, args.repeats)
-                common.emit(
-                    "tflite_op_profile",
-                    {
-                        "variant": variant,
-                        "format": name,
-                        "threads": threads,
-                        "image_size": image_size,
-                        "runs": args.repeats,
-                        "operators_ms": sum(row["ms"] for row in rows),
-                        "wall_ms": {key[:-2]: 1e3 * value for key, value in wall.items()
-                                    if key.endswith("_s")},
-                        "matmul_share": sum(row["share"] for row in rows
-                                            if is_matmul(row["name"])),
-                        "parts": mixer_parts(events, args.repeats, config,
-                                             image_size=image_size, num_classes=num_classes,
-                                             precision=name, threads=threads),
-                        "operators": rows,
-                    },
-                    args,
-                )
+            emit_profiles(os.path.join(conversion["directory"], f"{name}.tflite"), name, args,
+                          variant=variant, config=config, image_size=image_size,
+                          num_classes=num_classes)
 
 
 if __name__ == "__main__":

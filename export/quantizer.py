@@ -99,7 +99,8 @@ def _calibration_inputs(float_tflite, images):
 
 def _widest(found, new):
     """The union of two ranges: the rule of the converter's int8 calibration."""
-    return {"min": np.minimum(found["min"], new["min"]), "max": np.maximum(found["max"], new["max"])}
+    return {"min": np.minimum(found["min"], new["min"]),
+            "max": np.maximum(found["max"], new["max"])}
 
 
 def _calibrate(recipe, float_tflite, images):

@@ -252,7 +252,13 @@ def test_tflite_op_profile_quick_times_every_matrix_product(capsys, tmp_path):
         # The tiny model's operators can all round down to 0 us (LiteRT's whole microseconds).
         assert record["operators_ms"] == 0 or sum(r["share"] for r in rows) == pytest.approx(1)
         assert record["wall_ms"]["min"] <= record["wall_ms"]["median"] <= record["wall_ms"]["max"]
+    # Any file, by path: the same operators, without the Mixer's parts.
+    path = tmp_path / "tflite_quick" / "tiny" / "int8" / "int8.tflite"
+    (by_path,) = run(tflite_op_profile, capsys, tmp_path, "--files", str(path), "--threads", "1")
+    assert (by_path["file"], by_path["format"], by_path["parts"]) == (str(path), "int8", None)
     int8 = next(r for r in records if r["format"] == "int8")
+    assert sorted((r["name"], r["calls_per_run"]) for r in by_path["operators"]) == sorted(
+        (r["name"], r["calls_per_run"]) for r in int8["operators"])
     # export's int8 leaves each LayerNorm's RSQRT (two per block and the last) to the
     # interpreter (export/graph.py): the profile names it as TFLite does, not delegated.
     rsqrt = [row for row in int8["operators"] if row["name"] == "RSQRT"]
