@@ -150,6 +150,9 @@ def main(argv=None):
     args = arguments.parse_args(argv)
 
     if args.files:
+        missing = [path for path in args.files if not os.path.isfile(path)]
+        if missing:
+            arguments.error(f"--files: no such file: {', '.join(missing)}")
         for path in args.files:
             emit_profiles(path, os.path.splitext(os.path.basename(path))[0], args)
         return
