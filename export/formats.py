@@ -31,11 +31,10 @@ Mixer; every report shows them.
   by the kernel; a Dense whose input does not split into blocks (token mixing over 196
   patches for S/16, over 4 in the tests) takes int4 with a scale per output channel, as
   does the stem's matrix product where its patches do not split into blocks (S/16's 768
-  values do). "static_wi8_ai16": int8
-  weights, int16 activations calibrated on the representative images, from the
-  integer-friendly graph: the recipe has no int16 NEG or SQUARED_DIFFERENCE, so the Keras
-  graph would keep one float island of each per LayerNorm, with a QUANTIZE and DEQUANTIZE
-  around it.
+  values do). "static_wi8_ai16": int8 weights, int16 activations calibrated on the
+  representative images, from the integer-friendly graph: the recipe has no int16 NEG or
+  SQUARED_DIFFERENCE, so the Keras graph would keep one float island of each per
+  LayerNorm, with a QUANTIZE and DEQUANTIZE around it.
 
 Measured on the tiny digits Mixer with ai-edge-litert 2.3 (tests/test_export.py; docs/export.md
 has the numbers): all three use builtin ops only and run in the interpreter, so none was left
