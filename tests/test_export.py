@@ -344,14 +344,6 @@ def test_every_tflite_but_qat_has_the_stem_as_a_matrix_product(exported):
         assert {op: counts.get(op, 0) for op in expected} == expected, name
 
 
-def test_every_tflite_passes_the_gpu_delegate_analyzer(exported, capsys):
-    # LiteRT's own check of every op against what its GPU delegate (phones' GPUs) can run.
-    for name in TFLITE_FORMATS:
-        tf.lite.experimental.Analyzer.analyze(model_path=str(exported[0] / f"{name}.tflite"),
-                                              gpu_compatibility=True)
-        assert "looks compatible with GPU delegate" in capsys.readouterr().out, name
-
-
 def test_tf_keras_twin_equals_keras_model(run_dir, digits_test):
     import tf_keras
 
