@@ -167,10 +167,10 @@ def profile(path, inputs, *, threads, runs, warmup):
     as the input tensors hold them) `warmup` times, then `runs` times timed by the wall clock
     with the profiler stopped, then `runs` times profiled.
 
-    Returns `(operators, wall)`: one dict per operator event of the profiled runs, with
-    `name` (XNNPACK's operator name, or the TFLite op's), `delegated` (timed by XNNPACK),
-    `index` (XNNPACK's operator index, or the TFLite node's) and `us` (whole microseconds,
-    rounded down by the profiler), and the unprofiled runs' `common.measure` summary.
+    Returns `(operators, wall)`: one dict per operator event of the profiled runs, in the
+    order they ran, with `name` (XNNPACK's operator name, or the TFLite op's), `delegated`
+    (timed by XNNPACK) and `us` (whole microseconds, rounded down by the profiler), and the
+    unprofiled runs' `common.measure` summary.
     """
     environment, model, compiled, profiler = _pointer(), _pointer(), _pointer(), _pointer()
     signature, counts = _pointer(), (ctypes.c_size_t(), ctypes.c_size_t())
@@ -192,10 +192,11 @@ def profile(path, inputs, *, threads, runs, warmup):
         ins = _buffers(environment, compiled, signature, counts[0].value,
                        "LiteRtGetSignatureInputTensorByIndex",
                        "LiteRtGetCompiledModelInputBufferRequirements")
+        buffers.extend(ins)  # destroyed below even if the outputs' buffers fail
         outs = _buffers(environment, compiled, signature, counts[1].value,
                         "LiteRtGetSignatureOutputTensorByIndex",
                         "LiteRtGetCompiledModelOutputBufferRequirements")
-        buffers = [*ins, *outs]
+        buffers.extend(outs)
         for buffer, array in zip(ins, inputs):
             _write(buffer, array)
 
@@ -229,7 +230,7 @@ def _operator_events(profiler):
     # reading of /proc/self/status) and telemetry, whose elapsed field holds a status.
     return [
         {"name": event.tag.decode(), "delegated": event.event_type == DELEGATE_OPERATOR_EVENT,
-         "index": event.event_metadata1, "us": event.elapsed_time_us}
+         "us": event.elapsed_time_us}
         for event in events[:count.value]
         if event.event_type in (OPERATOR_EVENT, DELEGATE_OPERATOR_EVENT)
     ]

@@ -114,9 +114,12 @@ def emit_profiles(path, name, args, **mixer):
         events, wall = litert_profiler.profile(
             path, inputs, threads=threads, runs=args.repeats, warmup=args.warmup)
         rows = operators(events, args.repeats)
-        parts = mixer_parts(events, args.repeats, mixer["config"], image_size=mixer[
-            "image_size"], num_classes=mixer["num_classes"], precision=name,
-            threads=threads) if mixer else None
+        parts = None
+        if mixer:
+            parts = mixer_parts(events, args.repeats, mixer["config"],
+                                image_size=mixer["image_size"],
+                                num_classes=mixer["num_classes"], precision=name,
+                                threads=threads)
         common.emit(
             "tflite_op_profile",
             {
