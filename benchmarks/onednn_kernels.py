@@ -17,9 +17,9 @@ randomized first, as trained ones are: zeros would fold away).
 `generic` counts the calls of matmuls and inner products on the generic kernel in
 bfloat16: the check of docs/benchmarks.md, "oneDNN kernels". `onednn` says whether
 TensorFlow runs oneDNN's kernels on this CPU at all: its x86 build does not by default on a
-CPU without AVX-512 VNNI or bfloat16, AVX-VNNI or AMX (`TF_ENABLE_ONEDNN_OPTS=1` turns them
-on), and then the histogram holds only `gemm_api` lines: the matmuls Eigen hands oneDNN's
-gemm.
+CPU without AVX-512 VNNI or bfloat16, AVX-VNNI or AMX, and the benchmarks turn them on as
+the commands do (training/onednn.py); there the histogram holds only `gemm_api` lines, the
+GEMMs TensorFlow hands oneDNN.
 """
 
 import argparse

@@ -15,7 +15,7 @@ import ctypes
 import os
 import sys
 
-from training import console
+from training import console, onednn
 
 # glibc's mallopt parameter M_MMAP_THRESHOLD (malloc.h), and the size from which buffers are
 # mapped on their own (glibc's own initial threshold; it then rises with each freed buffer).
@@ -89,8 +89,9 @@ def main(argv=None):
     args = parser().parse_args(argv)
     console.configure(args.verbose, progress=["export"])
     return_freed_memory()
-    # Imported once the console filters stderr and the allocators are set: TensorFlow logs
-    # from C++ as it loads, and reads the allocator settings then.
+    onednn.prefer_onednn()
+    # Imported once the console filters stderr and the allocators and kernels are chosen:
+    # TensorFlow logs from C++ as it loads, and reads those settings then.
     from export import pipeline
     from export.report import markdown_report
     from export.settings import ExportSettings

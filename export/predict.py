@@ -9,7 +9,7 @@ A missing or wrong file is one line, `error: ...`, and exit code 2.
 import argparse
 import sys
 
-from training import console
+from training import console, onednn
 
 
 def parser():
@@ -28,7 +28,9 @@ def main(argv=None):
     """`python -m export.predict MODEL IMAGE ...`; returns the exit code."""
     args = parser().parse_args(argv)
     console.configure(args.verbose)
-    # Imported once the console filters stderr: TensorFlow and LiteRT log from C++ as they load.
+    onednn.prefer_onednn()
+    # Imported once the console filters stderr and the kernels are chosen: TensorFlow and
+    # LiteRT log from C++ as they load, and TensorFlow reads the kernels' setting then.
     from export import classify
 
     try:

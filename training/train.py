@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 
-from training import console
+from training import console, onednn
 
 # The Keras backends this command can select, and the install each one needs.
 BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax"}
@@ -172,6 +172,7 @@ def main(argv=None):
     """`python -m training.train [--recipe NAME] [--FLAG VALUE ...]`; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     console.configure(verbose="--verbose" in argv)
+    onednn.prefer_onednn()  # before select_backend, which imports TensorFlow
     backend_error = select_backend(argv)
     if backend_error:
         return console.user_error(backend_error)
